@@ -1,0 +1,188 @@
+/**
+ * The one schema shared by the host and guest/ across the VM boundary: the guest configuration
+ * and the framed control channel (virtio-serial port under QEMU, vsock port under libkrun).
+ *
+ * Frame: u32 BE payload length | u8 type | u32 BE process id (0 = the init workload) | payload.
+ * JSON payloads are UTF-8 JSON; data payloads are raw bytes.
+ */
+
+/** Bumped whenever a message or field changes meaning. */
+export const GUEST_PROTOCOL_VERSION = 1;
+
+/** Name of the virtio-serial port (QEMU) carrying the channel. */
+export const CHANNEL_PORT_NAME = "nerdbox.ctl";
+/** vsock port (libkrun) carrying the channel. */
+export const CHANNEL_VSOCK_PORT = 1024;
+/** Largest payload either side accepts; bigger frames are a protocol error. */
+export const MAX_FRAME_PAYLOAD = 1 << 20;
+/** Bytes before the payload. */
+export const FRAME_HEADER_SIZE = 9;
+
+/** Message types. Host→guest below 0x40, guest→host from 0x40. */
+export const MsgType = {
+  /** host→guest JSON GuestConfig (the first message). */
+  CONFIG: 0x01,
+  /** host→guest stdin bytes for a process. */
+  STDIN: 0x02,
+  /** host→guest: the process's stdin is closed. */
+  STDIN_EOF: 0x03,
+  /** host→guest JSON `{signo}`. */
+  SIGNAL: 0x04,
+  /** host→guest JSON `{cols, rows}`. */
+  RESIZE: 0x05,
+  /** host→guest JSON ExecRequest: start another process (process id in the header). */
+  EXEC: 0x06,
+  /** guest→host JSON `{version}`: init is up and waits for CONFIG. */
+  HELLO: 0x40,
+  /** guest→host stdout bytes. */
+  STDOUT: 0x41,
+  /** guest→host stderr bytes. */
+  STDERR: 0x42,
+  /** guest→host JSON `{code}`: the process ended (128+n for signal n). */
+  EXIT: 0x43,
+  /** guest→host JSON GuestError: setup failed; the VM ends. */
+  ERROR: 0x44,
+  /** guest→host JSON GuestNetworkReport: what the network looks like once configured. */
+  NETWORK: 0x45,
+  /** guest→host UTF-8 log line from init. */
+  LOG: 0x46,
+  /** guest→host JSON `{pid}`: the process started. */
+  STARTED: 0x47,
+} as const;
+
+/** One of MsgType's values. */
+export type MsgTypeValue = typeof MsgType[keyof typeof MsgType];
+
+/** One decoded frame. */
+export interface Frame {
+  type: number;
+  proc: number;
+  payload: Uint8Array;
+}
+
+/** How the guest finds and mounts the container's root filesystem. */
+export type GuestRootfs =
+  | { kind: "virtiofs"; tag: string }
+  | { kind: "block"; device: string; fstype: "ext4" | "erofs" };
+
+/** One NIC the guest must configure. */
+export interface GuestNetwork {
+  /** Lower-case MAC; the guest finds the interface by it. */
+  mac: string;
+  dhcp: boolean;
+  /** Static CIDRs. */
+  addrs: string[];
+  /** Install the default route through this NIC. */
+  defaultRoute: boolean;
+  /** Static IPv4 gateway (when `defaultRoute` and not DHCP). */
+  gateway4?: string;
+  mtu?: number;
+}
+
+/** The workload or an exec'd process. */
+export interface GuestProcess {
+  args: string[];
+  env: string[];
+  cwd: string;
+  uid: number;
+  gid: number;
+  terminal: boolean;
+}
+
+/** Everything the guest init needs. */
+export interface GuestConfig {
+  version: typeof GUEST_PROTOCOL_VERSION;
+  hostname: string;
+  rootfs: GuestRootfs;
+  process: GuestProcess;
+  networks: GuestNetwork[];
+  dns?: { nameservers: string[]; search: string[]; options: string[] };
+  /** How long DHCP may take before it is an error. */
+  dhcpTimeoutMs: number;
+}
+
+/** Distinct guest-side failures, reported in ERROR frames. */
+export type GuestErrorKind =
+  | "config"
+  | "mac_not_found"
+  | "dhcp_timeout"
+  | "netlink"
+  | "rootfs"
+  | "exec";
+
+/** An ERROR frame's payload. */
+export interface GuestError {
+  kind: GuestErrorKind;
+  message: string;
+}
+
+/** Guest init exit statuses for setup failures (the VM ends with them when no channel works). */
+export const GUEST_EXIT: Record<GuestErrorKind, number> = {
+  config: 120,
+  mac_not_found: 121,
+  dhcp_timeout: 122,
+  netlink: 123,
+  rootfs: 124,
+  exec: 127,
+};
+
+/** A NETWORK frame's payload. */
+export interface GuestNetworkReport {
+  interfaces: Array<{ name: string; mac: string; addrs: string[]; mtu: number }>;
+  defaultGateway?: string;
+  nameservers: string[];
+}
+
+/** Encodes one frame. */
+export function encodeFrame(type: number, proc: number, payload: Uint8Array): Uint8Array {
+  if (payload.length > MAX_FRAME_PAYLOAD) {
+    throw new RangeError(`frame payload ${payload.length} bytes exceeds ${MAX_FRAME_PAYLOAD}`);
+  }
+  const out = new Uint8Array(FRAME_HEADER_SIZE + payload.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, payload.length);
+  view.setUint8(4, type);
+  view.setUint32(5, proc);
+  out.set(payload, FRAME_HEADER_SIZE);
+  return out;
+}
+
+/** Encodes a frame with a JSON payload. */
+export function encodeJsonFrame(type: number, proc: number, value: unknown): Uint8Array {
+  return encodeFrame(type, proc, new TextEncoder().encode(JSON.stringify(value)));
+}
+
+/** Incremental frame decoder: push bytes, take complete frames. Rejects oversized frames early. */
+export class FrameDecoder {
+  #buf = new Uint8Array(0);
+
+  /** Appends bytes and returns every complete frame now available. */
+  push(chunk: Uint8Array): Frame[] {
+    const joined = new Uint8Array(this.#buf.length + chunk.length);
+    joined.set(this.#buf);
+    joined.set(chunk, this.#buf.length);
+    const frames: Frame[] = [];
+    let off = 0;
+    while (joined.length - off >= FRAME_HEADER_SIZE) {
+      const view = new DataView(joined.buffer, off);
+      const len = view.getUint32(0);
+      if (len > MAX_FRAME_PAYLOAD) {
+        throw new RangeError(`frame payload ${len} bytes exceeds ${MAX_FRAME_PAYLOAD}`);
+      }
+      if (joined.length - off < FRAME_HEADER_SIZE + len) break;
+      frames.push({
+        type: view.getUint8(4),
+        proc: view.getUint32(5),
+        payload: joined.slice(off + FRAME_HEADER_SIZE, off + FRAME_HEADER_SIZE + len),
+      });
+      off += FRAME_HEADER_SIZE + len;
+    }
+    this.#buf = joined.slice(off);
+    return frames;
+  }
+}
+
+/** Decodes a JSON payload. */
+export function decodeJson<T>(payload: Uint8Array): T {
+  return JSON.parse(new TextDecoder().decode(payload)) as T;
+}

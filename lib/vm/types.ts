@@ -1,0 +1,78 @@
+/**
+ * Backend-neutral VM plan and the handle of a running VM. lib/vm/plan.ts makes a VmPlan from a
+ * SandboxSpec; each backend (libkrun.ts, qemu.ts) runs a VmPlan and returns a VmHandle.
+ */
+import type { DnsSpec, NetMode, PortSpec, ProcessSpec } from "../spec/types.ts";
+
+/** A concrete backend (after `auto` is resolved). */
+export type Backend = "libkrun" | "qemu";
+
+/** One NIC as the VM will see it, in order (`eth0` first). */
+export interface NicPlan {
+  /** Guest interface name the NIC is expected to get (`eth0`, `eth1`, …). */
+  name: string;
+  socket: string;
+  mode: NetMode;
+  mac: string;
+  features: number;
+  vfkit: boolean;
+  vnetHdr: boolean;
+  dhcp: boolean;
+  /** Static CIDRs (`192.168.127.2/24`). */
+  addrs: string[];
+  /** Only the first NIC carries the default route. */
+  defaultRoute: boolean;
+  /** IPv4 gateway for the default route when static (first host address of the subnet). */
+  gateway4?: string;
+}
+
+/** How the VM reaches the network. */
+export type NetworkPlan =
+  | { kind: "tsi"; ports: PortSpec[] }
+  | { kind: "nics"; nics: NicPlan[] };
+
+/** Everything a backend needs to boot one VM and run its workload. */
+export interface VmPlan {
+  id: string;
+  backend: Backend;
+  cpus: number;
+  memoryMiB: number;
+  /** Host directory with the container's root filesystem. */
+  rootfs: string;
+  process: ProcessSpec;
+  hostname: string;
+  network: NetworkPlan;
+  dns?: DnsSpec;
+  /** Network namespace the VMM (and its providers) must run in. */
+  netns?: string;
+  /** Host directory for this VM's sockets, logs and scratch files; removed at the end. */
+  stateDir: string;
+}
+
+/** How a VM ended. */
+export interface VmExit {
+  /** The workload's exit status as a shell reports it (128+n for signal n). */
+  code: number;
+  /** Set when nerdbox or the VM failed rather than the workload (exit 125). */
+  error?: string;
+}
+
+/** A running VM. */
+export interface VmHandle {
+  /** PID of the VMM process on the host. */
+  readonly pid: number;
+  /** Delivers a signal to the workload inside the VM. */
+  signal(signo: number): Promise<void>;
+  /** Resolves once the VM is gone and every byte of workload output has been copied. */
+  readonly exited: Promise<VmExit>;
+  /** Stops the VM (if still running) and removes everything made for it. Idempotent. */
+  dispose(): Promise<void>;
+}
+
+/** Where the workload's stdio goes. Streams are written to and closed by the backend. */
+export interface VmStdio {
+  stdin?: ReadableStream<Uint8Array>;
+  stdout: WritableStream<Uint8Array>;
+  stderr: WritableStream<Uint8Array>;
+  terminal?: boolean;
+}
