@@ -1,6 +1,8 @@
 /**
  * The one schema shared by the host and guest/ across the VM boundary: the guest configuration
- * and the framed control channel (virtio-serial port under QEMU, vsock port under libkrun).
+ * and the framed control channel: a virtio-console port named `nerdbox.ctl` under both backends
+ * (QEMU: virtio-serial + virtserialport; libkrun: krun_add_console_port_inout), so that vsock
+ * exists only with TSI.
  *
  * Frame: u32 BE payload length | u8 type | u32 BE process id (0 = the init workload) | payload.
  * JSON payloads are UTF-8 JSON; data payloads are raw bytes.
@@ -9,10 +11,8 @@
 /** Bumped whenever a message or field changes meaning. */
 export const GUEST_PROTOCOL_VERSION = 1;
 
-/** Name of the virtio-serial port (QEMU) carrying the channel. */
+/** Name of the virtio-console port carrying the channel (guest: /sys/class/virtio-ports/*\/name). */
 export const CHANNEL_PORT_NAME = "nerdbox.ctl";
-/** vsock port (libkrun) carrying the channel. */
-export const CHANNEL_VSOCK_PORT = 1024;
 /** Largest payload either side accepts; bigger frames are a protocol error. */
 export const MAX_FRAME_PAYLOAD = 1 << 20;
 /** Bytes before the payload. */
