@@ -73,6 +73,8 @@ export interface DnsSpec {
   nameservers: string[];
   search: string[];
   options: string[];
+  /** Local domain (`domain` line), when given. */
+  domain?: string;
 }
 
 /** The workload. */
