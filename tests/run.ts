@@ -3,7 +3,7 @@
  * output, and ends with the plain summary line `N passed, N failed` that CI reads.
  */
 const root = new URL("..", import.meta.url).pathname;
-const junit = `${root}tests/.tmp/junit.xml`;
+const junit = `${root}tests/.tmp/junit-${Deno.pid}.xml`;
 await Deno.mkdir(`${root}tests/.tmp`, { recursive: true });
 await Deno.remove(junit).catch(() => {});
 
@@ -27,5 +27,6 @@ try {
   failed = 1; // no report: deno test could not even load the tests
 }
 if (code !== 0 && failed === 0) failed = 1;
+await Deno.remove(junit).catch(() => {});
 console.log(`${passed} passed, ${failed} failed`);
 Deno.exit(failed > 0 ? 1 : 0);
