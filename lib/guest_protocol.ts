@@ -114,7 +114,12 @@ export type GuestErrorKind =
 export interface GuestError {
   kind: GuestErrorKind;
   message: string;
+  /** Exit status when it differs from GUEST_EXIT[kind] (exec: 126 when not executable). */
+  code?: number;
 }
+
+/** An EXEC frame's payload: the process to start (its id is the frame's process id). */
+export type ExecRequest = GuestProcess;
 
 /** Guest init exit statuses for setup failures (the VM ends with them when no channel works). */
 export const GUEST_EXIT: Record<GuestErrorKind, number> = {

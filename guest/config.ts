@@ -1,0 +1,149 @@
+/** Parses and checks the CONFIG payload into a GuestConfig; every error names the field. */
+import {
+  GUEST_PROTOCOL_VERSION,
+  type GuestConfig,
+  type GuestNetwork,
+  type GuestProcess,
+  type GuestRootfs,
+} from "../lib/guest_protocol.ts";
+import { parseCidr, parseIPv4, parseMac } from "./ip.ts";
+
+/** A bad GuestConfig (GuestErrorKind "config"). */
+export class ConfigError extends Error {
+  /** Creates the error for `field` holding `value`, expecting `expected`. */
+  constructor(field: string, value: unknown, expected: string) {
+    super(`GuestConfig.${field} = ${JSON.stringify(value)}: expected ${expected}`);
+    this.name = "ConfigError";
+  }
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+
+function str(o: Obj, f: string, path: string): string {
+  if (typeof o[f] !== "string") throw new ConfigError(`${path}${f}`, o[f], "a string");
+  return o[f] as string;
+}
+
+function strs(o: Obj, f: string, path: string): string[] {
+  const v = o[f];
+  if (!Array.isArray(v) || v.some((x) => typeof x !== "string")) {
+    throw new ConfigError(`${path}${f}`, v, "an array of strings");
+  }
+  return v as string[];
+}
+
+function int(o: Obj, f: string, path: string, min: number, max: number): number {
+  const v = o[f];
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
+    throw new ConfigError(`${path}${f}`, v, `an integer in ${min}..${max}`);
+  }
+  return v;
+}
+
+function bool(o: Obj, f: string, path: string): boolean {
+  if (typeof o[f] !== "boolean") throw new ConfigError(`${path}${f}`, o[f], "true or false");
+  return o[f] as boolean;
+}
+
+function rootfs(v: unknown): GuestRootfs {
+  if (!isObj(v)) throw new ConfigError("rootfs", v, "an object");
+  if (v.kind === "virtiofs") return { kind: "virtiofs", tag: str(v, "tag", "rootfs.") };
+  if (v.kind === "block") {
+    const device = str(v, "device", "rootfs.");
+    if (!device.startsWith("/dev/")) throw new ConfigError("rootfs.device", device, "a /dev/ path");
+    if (v.fstype !== "ext4" && v.fstype !== "erofs") {
+      throw new ConfigError("rootfs.fstype", v.fstype, '"ext4" or "erofs"');
+    }
+    return { kind: "block", device, fstype: v.fstype };
+  }
+  throw new ConfigError("rootfs.kind", v.kind, '"virtiofs" or "block"');
+}
+
+/** Checks a GuestProcess (the workload's or an EXEC request's); `path` prefixes field names. */
+export function parseProcess(v: unknown, path = "process."): GuestProcess {
+  const name = path.replace(/\.$/, "");
+  if (!isObj(v)) throw new ConfigError(name, v, "an object");
+  const args = strs(v, "args", path);
+  if (args.length === 0) throw new ConfigError(`${path}args`, args, "at least the program");
+  return {
+    args,
+    env: strs(v, "env", path),
+    cwd: str(v, "cwd", path),
+    uid: int(v, "uid", path, 0, 0xfffffffe),
+    gid: int(v, "gid", path, 0, 0xfffffffe),
+    terminal: bool(v, "terminal", path),
+  };
+}
+
+function network(v: unknown, i: number): GuestNetwork {
+  const p = `networks[${i}].`;
+  if (!isObj(v)) throw new ConfigError(`networks[${i}]`, v, "an object");
+  const mac = str(v, "mac", p).toLowerCase();
+  try {
+    parseMac(mac);
+  } catch {
+    throw new ConfigError(`${p}mac`, v.mac, "a MAC aa:bb:cc:dd:ee:ff");
+  }
+  const addrs = strs(v, "addrs", p);
+  addrs.forEach((a, j) => {
+    try {
+      parseCidr(a);
+    } catch {
+      throw new ConfigError(`${p}addrs[${j}]`, a, "an ADDRESS/PREFIX");
+    }
+  });
+  const out: GuestNetwork = {
+    mac,
+    dhcp: bool(v, "dhcp", p),
+    addrs,
+    defaultRoute: bool(v, "defaultRoute", p),
+  };
+  if (v.gateway4 !== undefined) {
+    const gw = str(v, "gateway4", p);
+    try {
+      parseIPv4(gw);
+    } catch {
+      throw new ConfigError(`${p}gateway4`, gw, "an IPv4 address");
+    }
+    out.gateway4 = gw;
+  }
+  if (v.mtu !== undefined) out.mtu = int(v, "mtu", p, 68, 65535);
+  return out;
+}
+
+/** Parses the CONFIG payload text. */
+export function parseConfig(text: string): GuestConfig {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError(
+      "",
+      text.slice(0, 80),
+      `JSON (${err instanceof Error ? err.message : err})`,
+    );
+  }
+  if (!isObj(v)) throw new ConfigError("", v, "an object");
+  if (v.version !== GUEST_PROTOCOL_VERSION) {
+    throw new ConfigError("version", v.version, `${GUEST_PROTOCOL_VERSION}`);
+  }
+  if (!Array.isArray(v.networks)) throw new ConfigError("networks", v.networks, "an array");
+  const cfg: GuestConfig = {
+    version: GUEST_PROTOCOL_VERSION,
+    hostname: str(v, "hostname", ""),
+    rootfs: rootfs(v.rootfs),
+    process: parseProcess(v.process),
+    networks: v.networks.map(network),
+    dhcpTimeoutMs: int(v, "dhcpTimeoutMs", "", 1, 3_600_000),
+  };
+  if (v.dns !== undefined) {
+    if (!isObj(v.dns)) throw new ConfigError("dns", v.dns, "an object");
+    cfg.dns = {
+      nameservers: strs(v.dns, "nameservers", "dns."),
+      search: strs(v.dns, "search", "dns."),
+      options: strs(v.dns, "options", "dns."),
+    };
+  }
+  return cfg;
+}

@@ -1,0 +1,337 @@
+/**
+ * nerdbox guest init: PID 1 under QEMU (after stage-1), a child of /init.krun under libkrun, or
+ * a dev-mode process on the host (`--channel SOCK [--config FILE] [--work-dir DIR]`). Says HELLO,
+ * takes CONFIG, configures the network, mounts the rootfs, chroots, runs the workload, reports
+ * its exit status and ends the VM. All modules are imported statically: nothing loads after chroot.
+ */
+import * as c from "./libc.ts";
+import { Channel } from "./channel.ts";
+import { ConfigError, parseConfig, parseProcess } from "./config.ts";
+import {
+  ensureBaseMounts,
+  installEtcFiles,
+  mountPoints,
+  mountRootfs,
+  prepareRoot,
+  RootfsError,
+  setWorkDir,
+} from "./mounts.ts";
+import { configureNetworks, NetworkError, type NetworkState, releaseAll } from "./network.ts";
+import { hostsFile, mergeDns, resolvConf } from "./resolv.ts";
+import { startReaper } from "./reaper.ts";
+import { ExecError, loadTerminalSupport, type Running, startProcess } from "./workload.ts";
+import {
+  decodeJson,
+  type Frame,
+  GUEST_EXIT,
+  GUEST_PROTOCOL_VERSION,
+  type GuestConfig,
+  type GuestError,
+  type GuestErrorKind,
+  MsgType,
+} from "../lib/guest_protocol.ts";
+
+const KRUN_EXIT_CODE_IOCTL = 0x7602;
+/** Signals init forwards to the workload when it receives them itself. */
+const FORWARDED: Array<[Deno.Signal, number]> = [
+  ["SIGTERM", 15],
+  ["SIGINT", 2],
+  ["SIGHUP", 1],
+  ["SIGQUIT", 3],
+  ["SIGUSR1", 10],
+  ["SIGUSR2", 12],
+];
+
+/** Phase marks (ms since the Deno process started) for the timing LOG line. */
+const marks: Array<[string, number]> = [["modules", performance.now()]];
+const mark = (phase: string) => marks.push([phase, performance.now()]);
+/** Dev-mode flags (`--channel SOCK`, `--config FILE`, `--work-dir DIR`); node:util costs startup. */
+function parseFlags(args: string[]): { channel?: string; config?: string; "work-dir"?: string } {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < args.length; i++) {
+    const m = args[i].match(/^--(channel|config|work-dir)(?:=(.*))?$/);
+    if (!m) {
+      throw new Error(`unknown argument "${args[i]}": expected --channel, --config or --work-dir`);
+    }
+    const value = m[2] ?? args[++i];
+    if (value === undefined || value === "") throw new Error(`--${m[1]} needs a value`);
+    out[m[1]] = value;
+  }
+  return out;
+}
+
+let opts: ReturnType<typeof parseFlags> = {};
+try {
+  opts = parseFlags(Deno.args);
+} catch (err) {
+  console.error(`nerdbox-init: ${err instanceof Error ? err.message : err}`);
+  Deno.exit(GUEST_EXIT.config);
+}
+
+const pid1 = Deno.pid === 1;
+const rootIsVirtiofs = mountPoints().get("/") === "virtiofs";
+let channel: Channel | undefined;
+let krunFd = -1;
+let net: NetworkState | undefined;
+const procs = new Map<number, Running>();
+const pending = new Map<number, Frame[]>();
+const owned = new Set<number>();
+let finishing = false;
+/** Resolves once init is chrooted into the container: EXEC requests wait for it. */
+let markReady = () => {};
+const ready = new Promise<void>((r) => (markReady = r));
+
+/** Logs to the console (VM log) and, when up, as a LOG frame. */
+function log(line: string): void {
+  console.error(`nerdbox-init: ${line}`);
+  channel?.send(MsgType.LOG, 0, new TextEncoder().encode(line)).catch(() => {});
+}
+
+/** Ends the VM (or the dev-mode process) with `code` after everything queued is written. */
+async function finish(code: number): Promise<never> {
+  finishing = true;
+  if (net) await releaseAll(net.clients).catch(() => {});
+  if (channel) {
+    await Promise.race([channel.flush().catch(() => {}), new Promise((r) => setTimeout(r, 5000))]);
+  }
+  if (krunFd >= 0) {
+    try {
+      c.ioctlInt(krunFd, KRUN_EXIT_CODE_IOCTL, code);
+    } catch (err) {
+      console.error(`nerdbox-init: reporting exit code to libkrun failed: ${err}`);
+    }
+  }
+  if (pid1) {
+    try {
+      c.powerOff();
+    } catch (err) {
+      console.error(`nerdbox-init: power off failed: ${err}`);
+    }
+  }
+  Deno.exit(code);
+}
+
+/** Reports a setup failure (ERROR frame + console) and ends with its status. */
+async function fail(kind: GuestErrorKind, message: string, code?: number): Promise<never> {
+  console.error(`nerdbox-init: ERROR ${kind}: ${message}`);
+  const err: GuestError = { kind, message, ...(code !== undefined ? { code } : {}) };
+  await channel?.sendJson(MsgType.ERROR, 0, err).catch(() => {});
+  return finish(code ?? GUEST_EXIT[kind]);
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function sink() {
+  return {
+    output: (proc: number, fd: 1 | 2, data: Uint8Array) =>
+      channel!.send(fd === 1 ? MsgType.STDOUT : MsgType.STDERR, proc, data).catch(() => {}),
+  };
+}
+
+function deliver(f: Frame): void {
+  const p = procs.get(f.proc);
+  if (!p) {
+    // Not started yet (or already gone: then the frames are kept but never used).
+    pending.set(f.proc, [...(pending.get(f.proc) ?? []), f]);
+    return;
+  }
+  switch (f.type) {
+    case MsgType.STDIN:
+      void p.stdin(f.payload);
+      break;
+    case MsgType.STDIN_EOF:
+      void p.stdinEof();
+      break;
+    case MsgType.SIGNAL:
+      p.signal(decodeJson<{ signo: number }>(f.payload).signo);
+      break;
+    case MsgType.RESIZE: {
+      const { cols, rows } = decodeJson<{ cols: number; rows: number }>(f.payload);
+      p.resize(cols, rows);
+      break;
+    }
+  }
+}
+
+function adopt(p: Running): void {
+  procs.set(p.id, p);
+  for (const f of pending.get(p.id) ?? []) deliver(f);
+  pending.delete(p.id);
+}
+
+async function startExec(f: Frame): Promise<void> {
+  await ready;
+  try {
+    const proc = parseProcess(decodeJson(f.payload), `exec[${f.proc}].`);
+    if (proc.terminal) await loadTerminalSupport(); // after chroot: node built-ins need no files
+    const r = startProcess(f.proc, proc, sink(), owned);
+    adopt(r);
+    await channel!.sendJson(MsgType.STARTED, f.proc, { pid: r.pid });
+    const code = await r.done;
+    procs.delete(f.proc);
+    await channel!.sendJson(MsgType.EXIT, f.proc, { code });
+  } catch (err) {
+    const code = err instanceof ExecError ? err.code : 127;
+    const kind: GuestErrorKind = err instanceof ConfigError ? "config" : "exec";
+    log(`exec ${f.proc}: ${errorText(err)}`);
+    await channel!.sendJson(MsgType.ERROR, f.proc, { kind, message: errorText(err), code });
+    await channel!.sendJson(MsgType.EXIT, f.proc, { code });
+  }
+}
+
+/** Reads host frames; resolves the first CONFIG payload through `onConfig`. */
+async function readLoop(onConfig: (text: string) => void): Promise<void> {
+  let configured = false;
+  try {
+    for await (const f of channel!.frames()) {
+      if (f.type === MsgType.CONFIG) {
+        if (configured) log("ignoring a second CONFIG");
+        else onConfig(new TextDecoder().decode(f.payload));
+        configured = true;
+      } else if (f.type === MsgType.EXEC) {
+        void startExec(f);
+      } else {
+        deliver(f);
+      }
+    }
+    if (!finishing) log("the host closed the channel");
+  } catch (err) {
+    if (!finishing) log(`channel read failed: ${errorText(err)}`);
+  }
+}
+
+/** Signals init received before the workload existed; delivered right after it starts. */
+const signalsBeforeStart: number[] = [];
+
+/** Installs the listeners that forward signals sent to init to the workload. */
+function forwardSignals(): void {
+  for (const [name, signo] of FORWARDED) {
+    try {
+      Deno.addSignalListener(name, () => {
+        const w = procs.get(0);
+        if (w) w.signal(signo);
+        else if (!finishing) signalsBeforeStart.push(signo);
+      });
+    } catch { /* not installable here */ }
+  }
+}
+
+async function main(): Promise<never> {
+  c.libc(); // before chroot: the library path is in this root
+  c.cloexecAbove2();
+  if (!pid1) {
+    try {
+      c.setChildSubreaper();
+    } catch (err) {
+      console.error(`nerdbox-init: ${errorText(err)}`);
+    }
+  }
+  forwardSignals();
+  for (const m of ensureBaseMounts(log)) console.error(`nerdbox-init: mounted ${m}`);
+  if (opts["work-dir"]) setWorkDir(opts["work-dir"]);
+  mark("mounts");
+
+  try {
+    channel = opts.channel
+      ? await Channel.connectUnix(opts.channel)
+      : await Channel.openVirtioPort();
+  } catch (err) {
+    return fail("config", `no control channel: ${errorText(err)}`);
+  }
+  const configText = new Promise<string>((resolve) => {
+    void readLoop(resolve);
+    if (opts.config) resolve(Deno.readTextFileSync(opts.config));
+  });
+  mark("channel");
+  await channel.sendJson(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION });
+
+  let cfg: GuestConfig;
+  try {
+    cfg = parseConfig(await configText);
+  } catch (err) {
+    return fail("config", errorText(err));
+  }
+  mark("config");
+
+  if (cfg.hostname) {
+    try {
+      c.sethostname(cfg.hostname);
+    } catch (err) {
+      log(`sethostname ${cfg.hostname}: ${errorText(err)}`);
+    }
+  }
+
+  try {
+    net = await configureNetworks(cfg.networks, {
+      hostname: cfg.hostname || undefined,
+      dhcpTimeoutMs: cfg.dhcpTimeoutMs,
+      log,
+    });
+  } catch (err) {
+    if (err instanceof NetworkError) return fail(err.kind, err.message);
+    return fail("netlink", errorText(err));
+  }
+  const dns = mergeDns(cfg.dns, { nameservers: net.dhcpNameservers, domains: net.dhcpDomains });
+  net.report.nameservers = dns.nameservers;
+  await channel.sendJson(MsgType.NETWORK, 0, net.report);
+  mark("network");
+
+  try {
+    const root = mountRootfs(cfg.rootfs);
+    prepareRoot(root);
+    installEtcFiles(root, {
+      "resolv.conf": resolvConf(dns),
+      hosts: hostsFile(cfg.hostname || "localhost", net.firstAddr),
+      hostname: `${cfg.hostname || "localhost"}\n`,
+    });
+    if (rootIsVirtiofs) krunFd = c.open("/", c.O.RDONLY | c.O.CLOEXEC);
+    if (cfg.process.terminal) await loadTerminalSupport();
+    c.chroot(root);
+    mark("rootfs");
+    markReady();
+  } catch (err) {
+    if (err instanceof RootfsError) return fail("rootfs", err.message);
+    return fail("rootfs", errorText(err));
+  }
+
+  let workload: Running;
+  try {
+    workload = startProcess(0, cfg.process, sink(), owned);
+  } catch (err) {
+    const code = err instanceof ExecError ? err.code : 127;
+    return fail("exec", errorText(err), code === 127 ? undefined : code);
+  }
+  adopt(workload);
+  for (const signo of signalsBeforeStart.splice(0)) workload.signal(signo);
+  await channel.sendJson(MsgType.STARTED, 0, { pid: workload.pid });
+  mark("spawn");
+  // Not needed before the workload runs, so not on the boot-to-workload path.
+  const stopReaper = startReaper(owned);
+  mark("reaper");
+  log(
+    `timing: ${
+      marks.map(([k, t], i) => `${k} ${Math.round(t - (i ? marks[i - 1][1] : 0))}`).join(", ")
+    } ms; total ${Math.round(marks[marks.length - 2][1])} ms since Deno started to STARTED`,
+  );
+
+  const code = await workload.done;
+  procs.delete(0);
+  stopReaper();
+  await channel.sendJson(MsgType.EXIT, 0, { code }).catch(() => {});
+  return finish(code);
+}
+
+// PID 1 must never die of a stray rejection: the kernel would panic instead of reporting.
+globalThis.addEventListener("unhandledrejection", (e) => {
+  e.preventDefault();
+  console.error(`nerdbox-init: unhandled rejection: ${e.reason}`);
+});
+
+try {
+  await main();
+} catch (err) {
+  console.error(`nerdbox-init: fatal: ${err instanceof Error ? err.stack : err}`);
+  await fail("config", `internal error: ${errorText(err)}`);
+}
