@@ -1,5 +1,94 @@
-/** `nerdbox vmm`: not built yet. */
-export function main(_args: string[]): Promise<number> {
-  console.error("nerdbox vmm: not implemented yet");
-  return Promise.resolve(1);
+/**
+ * `nerdbox vmm REQUEST.json|-` (internal): the per-VM process. Loads libkrun, applies the plan's
+ * calls to a fresh context, connects the guest control channel to the parent, and enters
+ * krun_start_enter, which ends this process with the VM's status. Its own failures are printed as
+ * `nerdbox vmm: …` lines and end it with 125.
+ */
+import { KrunArgumentError, KrunError } from "../../ffi/libkrun.ts";
+import { formatSpecError, SpecValidationError } from "../spec/types.ts";
+import { loadLibkrun } from "../vm/libkrun_locate.ts";
+import {
+  applyCall,
+  connectUnixFd,
+  dieWithParent,
+  libkrunCalls,
+  probeVnetHdr,
+  STOP_BEFORE_START_ENV,
+  type VmmRequest,
+} from "../vm/libkrun.ts";
+import { DEFAULT_VMM_LOG_LEVEL } from "../vm/libkrun.ts";
+
+const USAGE = `Usage: nerdbox vmm REQUEST.json|-
+
+Internal: runs one VM under libkrun in this process (krun_start_enter never returns).
+REQUEST is the JSON nerdbox run / the shim writes (plan, guest program, channel socket);
+"-" reads it from stdin. Exit status: the VM's; 125 when nerdbox itself fails.
+Environment: ${STOP_BEFORE_START_ENV}=1 stops right before krun_start_enter (benchmarks).`;
+
+function fail(message: string): number {
+  // Synchronous: krun_start_enter may end the process before async output is flushed.
+  const line = message.split("\n").map((l) => `nerdbox vmm: ${l}\n`).join("");
+  Deno.stderr.writeSync(new TextEncoder().encode(line));
+  return 125;
+}
+
+async function readRequest(arg: string): Promise<VmmRequest> {
+  const text = arg === "-"
+    ? await new Response(Deno.stdin.readable).text()
+    : await Deno.readTextFile(arg);
+  const req = JSON.parse(text) as VmmRequest;
+  if (
+    typeof req?.plan?.stateDir !== "string" || typeof req.channelSocket !== "string" ||
+    typeof req.parentPid !== "number"
+  ) {
+    throw new Error(
+      `${arg}: not a nerdbox vmm request (plan, guest, channelSocket, parentPid expected)`,
+    );
+  }
+  return req;
+}
+
+/** Entry point of `nerdbox vmm`. */
+export async function main(args: string[]): Promise<number> {
+  if (args[0] === "-h" || args[0] === "--help") {
+    console.log(USAGE);
+    return 0;
+  }
+  if (args.length !== 1) {
+    console.error(USAGE);
+    return 125;
+  }
+  let req: VmmRequest;
+  try {
+    req = await readRequest(args[0]);
+  } catch (e) {
+    return fail(`cannot read the request: ${(e as Error).message}`);
+  }
+  const { plan } = req;
+  try {
+    if (!dieWithParent(req.parentPid)) return fail(`the parent (pid ${req.parentPid}) is gone`);
+    const lib = loadLibkrun(plan.libkrun?.path ? { explicit: plan.libkrun.path } : {});
+    lib.initLog({ level: plan.libkrun?.logLevel ?? DEFAULT_VMM_LOG_LEVEL });
+    const needsVnet = plan.network.kind === "nics" && plan.network.nics.some((n) => n.vnetHdr);
+    const vnetHdr = needsVnet ? probeVnetHdr(lib) : false;
+    const ctx = lib.createCtx();
+    const channelFd = connectUnixFd(req.channelSocket);
+    const calls = libkrunCalls(plan, {
+      ctx,
+      guest: req.guest,
+      channelFd,
+      consoleLog: req.consoleLog,
+      vnetHdr,
+    });
+    for (const call of calls) applyCall(lib, call);
+    if (Deno.env.get(STOP_BEFORE_START_ENV)) {
+      return fail(`stopped before krun_start_enter (${STOP_BEFORE_START_ENV} is set)`);
+    }
+    await lib.startEnter(ctx);
+    return fail("krun_start_enter returned");
+  } catch (e) {
+    if (e instanceof SpecValidationError) return fail(e.errors.map(formatSpecError).join("\n"));
+    if (e instanceof KrunError || e instanceof KrunArgumentError) return fail(e.message);
+    return fail((e as Error).message);
+  }
 }

@@ -7,6 +7,9 @@ import type { DnsSpec, NetMode, PortSpec, ProcessSpec } from "../spec/types.ts";
 /** A concrete backend (after `auto` is resolved). */
 export type Backend = "libkrun" | "qemu";
 
+/** QEMU accelerator choice (`nerdbox run --accel`). */
+export type Accel = "auto" | "kvm" | "tcg";
+
 /** One NIC as the VM will see it, in order (`eth0` first). */
 export interface NicPlan {
   /** Guest interface name the NIC is expected to get (`eth0`, `eth1`, …). */
@@ -47,6 +50,10 @@ export interface VmPlan {
   netns?: string;
   /** Host directory for this VM's sockets, logs and scratch files; removed at the end. */
   stateDir: string;
+  /** QEMU accelerator (`--accel`); libkrun ignores it. */
+  accel?: Accel;
+  /** libkrun library (`--libkrun`) and log level 0-5 (`--log-level`); QEMU ignores it. */
+  libkrun?: { path?: string; logLevel?: number };
 }
 
 /** How a VM ended. */
@@ -67,6 +74,20 @@ export interface VmHandle {
   readonly exited: Promise<VmExit>;
   /** Stops the VM (if still running) and removes everything made for it. Idempotent. */
   dispose(): Promise<void>;
+  /** Optional: resizes the workload's terminal (RESIZE frame); the shim's ResizePty uses it. */
+  resize?(cols: number, rows: number): Promise<void>;
+  /** Optional: starts another process in the running guest (EXEC frame); the shim's Exec uses it. */
+  exec?(process: ProcessSpec, stdio: VmStdio): Promise<VmProcess>;
+}
+
+/** A process started in a running guest by VmHandle.exec. */
+export interface VmProcess {
+  /** The process's id as the host reports it (the guest protocol's process id, or its guest pid). */
+  readonly pid: number;
+  /** Delivers a signal to the process. */
+  signal(signo: number): Promise<void>;
+  /** Resolves with its exit once every byte of its output was copied. */
+  readonly exited: Promise<VmExit>;
 }
 
 /** Where the workload's stdio goes. Streams are written to and closed by the backend. */

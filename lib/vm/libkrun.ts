@@ -1,0 +1,574 @@
+/**
+ * The libkrun backend: VmPlan → the exact list of libkrun calls, applying that list to a real
+ * context (in `nerdbox run --dry-run` and in the `nerdbox vmm` child), and starting a VM in its own
+ * `nerdbox vmm` child process (krun_start_enter ends the process that calls it) with a VmHandle
+ * over the guest control channel.
+ */
+import {
+  KrunArgumentError,
+  KrunError,
+  type Libkrun,
+  NET_FLAG_INCLUDE_VNET_HEADER,
+  NET_FLAG_VFKIT,
+} from "../../ffi/libkrun.ts";
+import { CHANNEL_PORT_NAME } from "../guest_protocol.ts";
+import { SpecValidationError } from "../spec/types.ts";
+import { buildGuestConfig, GuestChannel } from "./channel.ts";
+import { kvmStatus, vnetHdrError } from "./plan.ts";
+import { locateLibkrun } from "./libkrun_locate.ts";
+import type { VmExit, VmHandle, VmPlan, VmStdio } from "./types.ts";
+
+/** A JSON-friendly argument of a libkrun call. */
+export type KrunArg = string | number | boolean | string[] | null;
+
+/** One libkrun call: the C function and its arguments in C order (ctx id first). */
+export interface KrunCall {
+  call: string;
+  args: KrunArg[];
+}
+
+/** A call with what libkrun returned (a number), or why it was not made (a string). */
+export interface KrunCallResult extends KrunCall {
+  result: number | string;
+}
+
+/** The virtio-fs tag the container rootfs is shared under (the guest mounts it by this tag). */
+export const ROOTFS_TAG = "rootfs";
+/** libkrun log level used when `--log-level` is not given (errors, captured for diagnosis). */
+export const DEFAULT_VMM_LOG_LEVEL = 1;
+/** How long the guest init may take to say HELLO after the VMM starts (ms). */
+export const BOOT_TIMEOUT_MS = 60_000;
+
+function bootTimeoutMs(): number {
+  const v = Number(Deno.env.get("NERDBOX_BOOT_TIMEOUT_MS"));
+  return Number.isInteger(v) && v > 0 ? v : BOOT_TIMEOUT_MS;
+}
+
+/** Env var that makes `nerdbox vmm` stop right before krun_start_enter (benchmarks). */
+export const STOP_BEFORE_START_ENV = "NERDBOX_VMM_STOP_BEFORE_START";
+
+/** The guest program libkrun runs (`krun_set_exec`) from the guest image root. */
+export interface GuestExec {
+  /** Guest image root directory (`krun_set_root`). */
+  rootDir: string;
+  /** Program path inside the guest root. */
+  path: string;
+  /** Its arguments (no argv[0]). */
+  args: string[];
+  /** Its full environment, `K=V`. */
+  env: string[];
+}
+
+/** What the call list needs besides the plan. */
+export interface LibkrunSetup {
+  /** The context id the calls apply to. */
+  ctx: number;
+  guest: GuestExec;
+  /** Connected socket fd carrying the `nerdbox.ctl` console port. */
+  channelFd: number;
+  /** File the implicit console (guest kernel and init output) is written to. */
+  consoleLog: string;
+  /** Whether this libkrun accepts NET_FLAG_INCLUDE_VNET_HEADER (probed). */
+  vnetHdr: boolean;
+}
+
+/** The `krun_add_net_*` flags for a NIC. */
+export function netFlags(n: { vfkit: boolean; vnetHdr: boolean }): number {
+  return (n.vfkit ? NET_FLAG_VFKIT : 0) | (n.vnetHdr ? NET_FLAG_INCLUDE_VNET_HEADER : 0);
+}
+
+/**
+ * The exact call sequence for a plan (after krun_create_ctx, before krun_start_enter). Throws
+ * SpecValidationError for what this libkrun cannot do (vnet_hdr without support).
+ */
+export function libkrunCalls(plan: VmPlan, s: LibkrunSetup): KrunCall[] {
+  const c = s.ctx;
+  const calls: KrunCall[] = [
+    { call: "krun_set_vm_config", args: [c, plan.cpus, plan.memoryMiB] },
+    { call: "krun_set_root", args: [c, s.guest.rootDir] },
+    { call: "krun_add_virtiofs", args: [c, ROOTFS_TAG, plan.rootfs] },
+  ];
+  if (plan.network.kind === "tsi") {
+    const ports = plan.network.ports.map((p) => `${p.hostPort}:${p.guestPort}`);
+    // This build binds unmapped guest ports 1:1 anyway; the map only renames ports.
+    if (ports.length > 0) calls.push({ call: "krun_set_port_map", args: [c, ports] });
+  } else {
+    const refused = plan.network.nics.flatMap((n, i) =>
+      n.vnetHdr && !s.vnetHdr ? [vnetHdrError(i, n)] : []
+    );
+    if (refused.length > 0) throw new SpecValidationError(refused);
+    for (const n of plan.network.nics) {
+      const fn = n.mode === "unixstream" ? "krun_add_net_unixstream" : "krun_add_net_unixgram";
+      calls.push({ call: fn, args: [c, n.socket, -1, n.mac, n.features, netFlags(n)] });
+    }
+  }
+  calls.push(
+    { call: "krun_add_virtio_console_multiport", args: [c] },
+    {
+      call: "krun_add_console_port_inout",
+      args: [c, 0, CHANNEL_PORT_NAME, s.channelFd, s.channelFd],
+    },
+    { call: "krun_set_console_output", args: [c, s.consoleLog] },
+    { call: "krun_set_exec", args: [c, s.guest.path, s.guest.args, s.guest.env] },
+  );
+  return calls;
+}
+
+const num = (v: KrunArg) => v as number;
+const str = (v: KrunArg) => v as string;
+const strs = (v: KrunArg) => v as string[];
+
+/** Applies one call through the checked wrapper; returns libkrun's (non-negative) result. */
+export function applyCall(lib: Libkrun, k: KrunCall): number {
+  const a = k.args;
+  switch (k.call) {
+    case "krun_set_vm_config":
+      lib.setVmConfig(num(a[0]), num(a[1]), num(a[2]));
+      return 0;
+    case "krun_set_root":
+      lib.setRoot(num(a[0]), str(a[1]));
+      return 0;
+    case "krun_add_virtiofs":
+      lib.addVirtiofs(num(a[0]), str(a[1]), str(a[2]));
+      return 0;
+    case "krun_set_port_map":
+      lib.setPortMap(num(a[0]), strs(a[1]));
+      return 0;
+    case "krun_add_net_unixstream":
+    case "krun_add_net_unixgram": {
+      const net = { path: str(a[1]), mac: str(a[3]), features: num(a[4]), flags: num(a[5]) };
+      if (k.call === "krun_add_net_unixstream") lib.addNetUnixstream(num(a[0]), net);
+      else lib.addNetUnixgram(num(a[0]), net);
+      return 0;
+    }
+    case "krun_add_virtio_console_multiport": {
+      const id = lib.addVirtioConsoleMultiport(num(a[0]));
+      if (id !== 0) {
+        throw new Error(`krun_add_virtio_console_multiport returned console ${id}, expected 0`);
+      }
+      return id;
+    }
+    case "krun_add_console_port_inout":
+      lib.addConsolePortInout(num(a[0]), num(a[1]), str(a[2]), num(a[3]), num(a[4]));
+      return 0;
+    case "krun_set_console_output":
+      lib.setConsoleOutput(num(a[0]), str(a[1]));
+      return 0;
+    case "krun_set_exec":
+      lib.setExec(num(a[0]), str(a[1]), strs(a[2]), strs(a[3]));
+      return 0;
+    case "krun_set_workdir":
+      lib.setWorkdir(num(a[0]), str(a[1]));
+      return 0;
+    case "krun_add_vsock_port":
+      lib.addVsockPort(num(a[0]), num(a[1]), str(a[2]));
+      return 0;
+    default:
+      throw new Error(`applyCall: unknown call ${k.call}`);
+  }
+}
+
+/**
+ * Applies calls in order and reports each result; stops at the first failure (later calls are
+ * reported as not made). `error` is that failure.
+ */
+export function applyCalls(lib: Libkrun, calls: KrunCall[]): {
+  results: KrunCallResult[];
+  error?: Error;
+} {
+  const results: KrunCallResult[] = [];
+  let error: Error | undefined;
+  for (const k of calls) {
+    if (error) {
+      results.push({ ...k, result: "not called: an earlier call failed" });
+      continue;
+    }
+    try {
+      results.push({ ...k, result: applyCall(lib, k) });
+    } catch (e) {
+      if (!(e instanceof KrunError || e instanceof KrunArgumentError)) throw e;
+      error = e;
+      results.push({ ...k, result: e instanceof KrunError ? -e.errno : `refused: ${e.message}` });
+    }
+  }
+  return error ? { results, error } : { results };
+}
+
+/**
+ * Whether this libkrun accepts NET_FLAG_INCLUDE_VNET_HEADER: adds a NIC with the flag to a
+ * throwaway context (nothing is opened at that point) and frees it. 1.16 answers EINVAL.
+ */
+export function probeVnetHdr(lib: Libkrun): boolean {
+  const ctx = lib.createCtx();
+  try {
+    lib.addNetUnixstream(ctx, {
+      path: "/nonexistent/nerdbox-vnet-hdr-probe.sock",
+      mac: "02:00:00:00:00:01",
+      features: 0,
+      flags: NET_FLAG_INCLUDE_VNET_HEADER,
+    });
+    return true;
+  } catch (e) {
+    if (e instanceof KrunError && e.errno === 22) return false;
+    throw e;
+  } finally {
+    lib.freeCtx(ctx);
+  }
+}
+
+// ---- unix sockets as raw fds (libkrun takes fds; Deno does not expose them) ----
+
+const LIBC = {
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
+  getppid: { parameters: [], result: "i32" },
+  __errno_location: { parameters: [], result: "pointer" },
+  strerror: { parameters: ["i32"], result: "pointer" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+let libc: Deno.DynamicLibrary<typeof LIBC> | undefined;
+function c(): Deno.DynamicLibrary<typeof LIBC>["symbols"] {
+  libc ??= Deno.dlopen("libc.so.6", LIBC);
+  return libc.symbols;
+}
+
+function errnoText(): string {
+  const p = c().__errno_location();
+  const errno = p ? new Deno.UnsafePointerView(p).getInt32() : 0;
+  const s = c().strerror(errno);
+  return `${s ? Deno.UnsafePointerView.getCString(s) : "unknown error"} (errno ${errno})`;
+}
+
+const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+
+/** Connects a unix stream socket to `path` and returns its raw fd (close with closeFd). */
+export function connectUnixFd(path: string): number {
+  const bytes = new TextEncoder().encode(path);
+  if (bytes.length > 107 || bytes.includes(0)) {
+    throw new Error(`socket path ${JSON.stringify(path)} must be 1-107 bytes without NUL`);
+  }
+  const addr = new Uint8Array(110);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
+  addr.set(bytes, 2);
+  const fd = c().socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw new Error(`socket(AF_UNIX): ${errnoText()}`);
+  if (c().connect(fd, addr, 2 + bytes.length + 1) !== 0) {
+    const why = errnoText();
+    c().close(fd);
+    throw new Error(`connect(${path}): ${why}`);
+  }
+  return fd;
+}
+
+/** A connected pair of unix stream socket fds (dry runs: a channel fd that goes nowhere). */
+export function unixSocketPair(): [number, number] {
+  const fds = new Int32Array(2);
+  if (c().socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, new Uint8Array(fds.buffer)) !== 0) {
+    throw new Error(`socketpair(AF_UNIX): ${errnoText()}`);
+  }
+  return [fds[0], fds[1]];
+}
+
+/** Closes a raw fd. */
+export function closeFd(fd: number): void {
+  c().close(fd);
+}
+
+const PR_SET_PDEATHSIG = 1;
+const SIGKILL = 9;
+
+/**
+ * Makes the kernel kill this process when its parent dies (PR_SET_PDEATHSIG), so a VMM never
+ * outlives the nerdbox that started it. Returns false when the parent is already gone.
+ */
+export function dieWithParent(parentPid: number): boolean {
+  if (c().prctl(PR_SET_PDEATHSIG, BigInt(SIGKILL), 0n, 0n, 0n) !== 0) {
+    throw new Error(`prctl(PR_SET_PDEATHSIG): ${errnoText()}`);
+  }
+  return c().getppid() === parentPid;
+}
+
+// ---- the guest image as libkrun sees it ----
+
+/** The guest program for a guest image root (layout from lib/vm/guest_image.ts). */
+export async function guestExec(rootDir: string): Promise<GuestExec> {
+  const gi = await import("./guest_image.ts");
+  return {
+    rootDir,
+    path: gi.GUEST_DENO,
+    args: gi.guestInitArgs(),
+    env: [
+      ...Object.entries(gi.guestInitEnv()).map(([k, v]) => `${k}=${v}`),
+      "NERDBOX_BACKEND=libkrun",
+    ],
+  };
+}
+
+/** Builds (or reuses) the guest image and returns what libkrun runs from it. */
+export async function ensureGuestExec(): Promise<GuestExec> {
+  let rootDir: string;
+  try {
+    const gi = await import("./guest_image.ts");
+    rootDir = (await gi.ensureGuestImage()).rootDir;
+  } catch (e) {
+    throw new Error(`cannot prepare the guest image for libkrun: ${(e as Error).message}`);
+  }
+  return await guestExec(rootDir);
+}
+
+// ---- the vmm child ----
+
+/** What the parent hands `nerdbox vmm` (JSON). */
+export interface VmmRequest {
+  plan: VmPlan;
+  guest: GuestExec;
+  /** The parent's listening socket for the control channel. */
+  channelSocket: string;
+  /** Implicit console output file. */
+  consoleLog: string;
+  /** PID of the process that started the VMM (it dies with it). */
+  parentPid: number;
+}
+
+/** The file names inside plan.stateDir. */
+export function statePaths(stateDir: string) {
+  return {
+    channel: `${stateDir}/ctl.sock`,
+    request: `${stateDir}/vmm.json`,
+    consoleLog: `${stateDir}/console.log`,
+  };
+}
+
+/** argv that runs `nerdbox vmm` with this same program (from source or compiled). */
+export function vmmCommand(requestPath: string): { cmd: string; args: string[] } {
+  const exe = Deno.execPath();
+  const self = exe.split("/").pop() === "deno"
+    ? ["run", "-A", "--no-prompt", "--quiet", new URL("../../main.ts", import.meta.url).pathname]
+    : [];
+  return { cmd: exe, args: [...self, "vmm", requestPath] };
+}
+
+/** Last bytes of a child's output, kept for the failure message. */
+class Tail {
+  #buf = "";
+  constructor(readonly max = 64 * 1024) {}
+  push(s: string) {
+    this.#buf = (this.#buf + s).slice(-this.max);
+  }
+  get text(): string {
+    return this.#buf;
+  }
+}
+
+const SIGNAL_NAMES: Record<number, Deno.Signal> = {
+  1: "SIGHUP",
+  2: "SIGINT",
+  3: "SIGQUIT",
+  9: "SIGKILL",
+  10: "SIGUSR1",
+  12: "SIGUSR2",
+  15: "SIGTERM",
+};
+
+/**
+ * The reason (one paragraph) a VMM child ended without the workload reporting its exit: the
+ * nerdbox vmm's own error, KVM that is missing or cannot run guests, or the raw status.
+ */
+export function classifyVmmFailure(
+  status: { code: number; signal: Deno.Signal | null },
+  output: string,
+  kvm = kvmStatus(),
+): string {
+  const own = output.split("\n").filter((l) => l.startsWith("nerdbox vmm: ")).map((l) =>
+    l.slice(13)
+  );
+  if (own.length > 0) return own.join("\n");
+  const how = status.signal
+    ? `was killed by ${status.signal}`
+    : `exited with status ${status.code}`;
+  if (
+    /Error creating the Kvm object|Kvm object|\/dev\/kvm/i.test(output) ||
+    (!kvm.usable && !kvm.reason.includes("kvm_pvm") &&
+      (status.code === 134 || status.signal === "SIGABRT"))
+  ) {
+    const detail = output.match(/Error creating the Kvm object[^\n]*/)?.[0];
+    return `libkrun cannot run a VM on this host: ${kvm.reason}` +
+      `${detail ? ` (krun_start_enter: "${detail}")` : ""}; the VMM ${how}. ` +
+      `libkrun needs a working /dev/kvm: use --backend qemu (QEMU runs the guest without KVM, with TCG)`;
+  }
+  if (
+    /KVM_EXIT_INTERNAL_ERROR/.test(output) || (kvm.reason.includes("kvm_pvm") && status.code === 1)
+  ) {
+    return `the guest kernel died during boot with KVM_EXIT_INTERNAL_ERROR (${kvm.reason}); ` +
+      `the VMM ${how}. libkrun cannot run guests on this host: use --backend qemu`;
+  }
+  const lines = output.trim().split("\n").slice(-8).join("\n");
+  return `the VMM ${how} before the workload reported an exit status` +
+    (lines ? `; its last output:\n${lines}` : "");
+}
+
+async function tailFile(path: string, max = 2048): Promise<string> {
+  try {
+    const data = await Deno.readFile(path);
+    return new TextDecoder().decode(data.subarray(Math.max(0, data.length - max))).trim();
+  } catch {
+    return "";
+  }
+}
+
+/** Starts `plan` under libkrun in a `nerdbox vmm` child and returns its handle. */
+export async function startLibkrunVm(plan: VmPlan, stdio: VmStdio): Promise<VmHandle> {
+  const paths = statePaths(plan.stateDir);
+  await Deno.mkdir(plan.stateDir, { recursive: true, mode: 0o700 });
+  let listener: Deno.UnixListener | undefined;
+  let child: Deno.ChildProcess | undefined;
+  try {
+    // Fail before building anything when the library is not there.
+    locateLibkrun(plan.libkrun?.path !== undefined ? { explicit: plan.libkrun.path } : {});
+    const guest = await ensureGuestExec();
+    listener = Deno.listen({ transport: "unix", path: paths.channel });
+    const req: VmmRequest = {
+      plan,
+      guest,
+      channelSocket: paths.channel,
+      consoleLog: paths.consoleLog,
+      parentPid: Deno.pid,
+    };
+    await Deno.writeTextFile(paths.request, JSON.stringify(req), { mode: 0o600 });
+    const { cmd, args } = vmmCommand(paths.request);
+    const options: Deno.CommandOptions = {
+      args,
+      env: { NERDBOX_INVOKED_AS: "nerdbox" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    };
+    // The VMM (and every socket libkrun opens, TSI included) lives in the sandbox's netns.
+    if (plan.netns !== undefined) {
+      const { spawnInNetns, validateNetnsPath } = await import("../net/netns.ts");
+      child = spawnInNetns(validateNetnsPath(plan.netns, "--netns"), cmd, options);
+    } else {
+      child = new Deno.Command(cmd, options).spawn();
+    }
+  } catch (e) {
+    listener?.close();
+    await Deno.remove(plan.stateDir, { recursive: true }).catch(() => {});
+    throw e;
+  }
+  return new LibkrunVm(plan, stdio, child, listener);
+}
+
+class LibkrunVm implements VmHandle {
+  readonly pid: number;
+  readonly exited: Promise<VmExit>;
+  #plan: VmPlan;
+  #child: Deno.ChildProcess;
+  #listener: Deno.UnixListener;
+  #channel?: GuestChannel;
+  #status: Promise<Deno.CommandStatus>;
+  #done = false;
+  #disposed?: Promise<void>;
+
+  constructor(plan: VmPlan, stdio: VmStdio, child: Deno.ChildProcess, listener: Deno.UnixListener) {
+    this.#plan = plan;
+    this.#child = child;
+    this.#listener = listener;
+    this.pid = child.pid;
+    this.#status = child.status;
+    const tail = new Tail();
+    const forward = plan.libkrun?.logLevel !== undefined;
+    const copy = async (s: ReadableStream<Uint8Array>) => {
+      const dec = new TextDecoder();
+      for await (const chunk of s) {
+        tail.push(dec.decode(chunk, { stream: true }));
+        if (forward) await Deno.stderr.write(chunk);
+      }
+    };
+    const outputs = Promise.all([copy(child.stdout), copy(child.stderr)]).catch(() => {});
+    this.exited = this.#run(stdio, tail, outputs).finally(() => {
+      this.#done = true;
+    });
+  }
+
+  async #run(stdio: VmStdio, tail: Tail, outputs: Promise<unknown>): Promise<VmExit> {
+    const accept = this.#listener.accept();
+    accept.catch(() => {}); // rejected when the listener closes first
+    const accepted = await Promise.race([accept, this.#status.then(() => null)]);
+    let exit: VmExit | undefined;
+    let bootTimedOut = false;
+    if (accepted) {
+      const channel = new GuestChannel(accepted);
+      this.#channel = channel;
+      const config = buildGuestConfig(this.#plan, { kind: "virtiofs", tag: ROOTFS_TAG });
+      // A guest that never comes up must not hang the caller.
+      const boot = setTimeout(() => {
+        if (channel.helloSeen) return;
+        bootTimedOut = true;
+        this.#kill("SIGKILL");
+      }, bootTimeoutMs());
+      const r = await channel.run(config, stdio);
+      clearTimeout(boot);
+      if (channel.guestEnded) exit = r;
+      channel.close();
+    } else {
+      await stdio.stdout.close().catch(() => {});
+      await stdio.stderr.close().catch(() => {});
+    }
+    // The VMM ends by itself once the guest is done; do not wait forever for it.
+    const timer = setTimeout(() => this.#kill("SIGKILL"), exit ? 10_000 : 30_000);
+    const status = await this.#status;
+    clearTimeout(timer);
+    await outputs;
+    if (exit) return exit;
+    let reason = bootTimedOut
+      ? `the guest init did not come up within ${bootTimeoutMs() / 1000} s (the VM was killed)`
+      : classifyVmmFailure(status, tail.text);
+    const guestConsole = await tailFile(statePaths(this.#plan.stateDir).consoleLog);
+    if (guestConsole) reason += `\nguest console (last lines):\n${guestConsole}`;
+    return { code: 125, error: reason };
+  }
+
+  #kill(sig: Deno.Signal): void {
+    try {
+      this.#child.kill(sig);
+    } catch {
+      // already gone
+    }
+  }
+
+  async signal(signo: number): Promise<void> {
+    if (this.#done) return;
+    if (this.#channel?.helloSeen && !this.#channel.guestEnded) {
+      await this.#channel.sendSignal(signo);
+      return;
+    }
+    // No workload yet: the signal ends the VM itself.
+    this.#kill(SIGNAL_NAMES[signo] ?? "SIGKILL");
+  }
+
+  async resize(cols: number, rows: number): Promise<void> {
+    if (this.#done || !this.#channel?.helloSeen) return;
+    await this.#channel.sendResize(cols, rows);
+  }
+
+  dispose(): Promise<void> {
+    this.#disposed ??= (async () => {
+      if (!this.#done) this.#kill("SIGKILL");
+      await this.#status.catch(() => {});
+      await this.exited.catch(() => {});
+      this.#channel?.close();
+      try {
+        this.#listener.close();
+      } catch {
+        // closed
+      }
+      await Deno.remove(this.#plan.stateDir, { recursive: true }).catch(() => {});
+    })();
+    return this.#disposed;
+  }
+}
