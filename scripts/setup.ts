@@ -23,6 +23,7 @@ export const DEBIAN_PACKAGES = [
   "kmod",
   "util-linux",
   "procps",
+  "nftables",
 ];
 
 async function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<void> {

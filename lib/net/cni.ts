@@ -1,0 +1,536 @@
+/**
+ * CNI plugin execution, the libcni way: VERSION pre-check of every plugin (and IPAM plugin),
+ * ADD in order with prevResult chaining, CHECK, DEL in reverse with the cached result, a DEL of
+ * the whole list after a failed ADD, and the libcni result cache
+ * (`/var/lib/cni/results/<network>-<id>-<ifname>`). Plugins run in the host netns with a clean
+ * environment: `PATH` (they exec iptables) plus the `CNI_*` variables.
+ */
+import { type CniNetworkList, parseCniConfig, SUPPORTED_CNI_VERSIONS } from "./cni_config.ts";
+import { type CniResult, parseCniResult } from "./cni_result.ts";
+
+/** Where libcni keeps its result cache. */
+export const DEFAULT_CNI_CACHE_DIR = "/var/lib/cni/results";
+/** PATH given to plugins (bridge, portmap and firewall exec iptables). */
+export const PLUGIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** What identifies one attachment of a sandbox to a network. */
+export interface CniRuntimeConf {
+  /** `CNI_CONTAINERID`: `^[A-Za-z0-9][A-Za-z0-9_.-]*$`. */
+  containerId: string;
+  /** `CNI_NETNS`: path of the sandbox netns. */
+  netns: string;
+  /** `CNI_IFNAME`: interface name inside the netns. */
+  ifName: string;
+  /** Extra `CNI_ARGS` pairs; `IgnoreUnknown=1` is always sent first. */
+  args?: [string, string][];
+  /** Runtime values for capabilities, e.g. `{portMappings: [...]}`. */
+  capabilityArgs?: Record<string, unknown>;
+}
+
+/** Where plugins and the cache live. */
+export interface CniOptions {
+  /** Directories searched for plugin binaries, in order (also `CNI_PATH`). */
+  binDirs: string[];
+  /** Result cache directory (default /var/lib/cni/results). */
+  cacheDir?: string;
+  /** Per plugin call (default 60 s); the plugin is killed after it. */
+  timeoutMs?: number;
+}
+
+/** A plugin answered with an error (or not at all). */
+export class CniPluginError extends Error {
+  /** Plugin binary name. */
+  readonly plugin: string;
+  /** CNI_COMMAND. */
+  readonly command: string;
+  /** CNI error code (undefined when the plugin printed no error object). */
+  readonly code?: number;
+  constructor(plugin: string, command: string, message: string, code?: number) {
+    super(`CNI plugin ${plugin} ${command} failed: ${message}`);
+    this.name = "CniPluginError";
+    this.plugin = plugin;
+    this.command = command;
+    this.code = code;
+  }
+}
+
+/** A runtime-side refusal or failure (missing plugin, version, duplicate ADD, cache). */
+export class CniRuntimeError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CniRuntimeError";
+  }
+}
+
+/** One libcni cache entry (`kind: cniCacheV1`). */
+export interface CniCacheEntry {
+  kind: "cniCacheV1";
+  containerId: string;
+  ifName: string;
+  networkName: string;
+  netns: string;
+  /** Base64 of the network list JSON. */
+  config: string;
+  cniArgs: [string, string][];
+  capabilityArgs: Record<string, unknown>;
+  result: Record<string, unknown>;
+}
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
+const ARG_RE = /^[^;=\0]*$/;
+
+function versionAtLeast(v: string, min: string): boolean {
+  return SUPPORTED_CNI_VERSIONS.indexOf(v) >= SUPPORTED_CNI_VERSIONS.indexOf(min);
+}
+
+/** Checks the runtime identifiers the spec constrains; throws naming the bad one. */
+export function validateRuntimeConf(rt: CniRuntimeConf): void {
+  if (!ID_RE.test(rt.containerId)) {
+    throw new CniRuntimeError(
+      `CNI containerId ${JSON.stringify(rt.containerId)}: expected ${ID_RE.source}`,
+    );
+  }
+  const n = rt.ifName;
+  if (n === "" || n.length > 15 || n === "." || n === ".." || /[/:\s\0]/.test(n)) {
+    throw new CniRuntimeError(
+      `CNI ifName ${JSON.stringify(n)}: expected 1-15 characters, not "." or "..", ` +
+        `without '/', ':' or whitespace`,
+    );
+  }
+  for (const [k, v] of rt.args ?? []) {
+    if (k === "" || !ARG_RE.test(k) || !ARG_RE.test(v)) {
+      throw new CniRuntimeError(
+        `CNI_ARGS pair ${JSON.stringify(`${k}=${v}`)}: keys and values may not contain ';' or '='`,
+      );
+    }
+  }
+}
+
+/** `CNI_ARGS` text: `IgnoreUnknown=1;K=V;…`. */
+export function cniArgsText(args: [string, string][]): string {
+  return [["IgnoreUnknown", "1"], ...args].map(([k, v]) => `${k}=${v}`).join(";");
+}
+
+/** Full path of plugin `type`: the first executable regular file in `binDirs`. */
+export async function findPlugin(type: string, binDirs: string[]): Promise<string> {
+  for (const dir of binDirs) {
+    const path = `${dir.replace(/\/+$/, "")}/${type}`;
+    try {
+      const st = await Deno.stat(path);
+      if (st.isFile && st.mode !== null && (st.mode & 0o111) !== 0) return path;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory)) throw e;
+    }
+  }
+  throw new CniRuntimeError(
+    `failed to find plugin ${JSON.stringify(type)} in path [${binDirs.join(" ")}]`,
+  );
+}
+
+/** Path of the libcni cache entry of one attachment. */
+export function cachePath(cacheDir: string, network: string, containerId: string, ifName: string) {
+  return `${cacheDir}/${network}-${containerId}-${ifName}`;
+}
+
+interface ExecResult {
+  stdout: string;
+}
+
+async function execPlugin(
+  path: string,
+  type: string,
+  env: Record<string, string>,
+  stdin: Uint8Array,
+  timeoutMs: number,
+): Promise<ExecResult> {
+  const command = env.CNI_COMMAND;
+  const child = new Deno.Command(path, {
+    clearEnv: true,
+    env: { PATH: PLUGIN_PATH, ...env },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, timeoutMs);
+  try {
+    const w = child.stdin.getWriter();
+    await w.write(stdin).catch(() => {});
+    await w.close().catch(() => {});
+    const out = await child.output();
+    const stdout = new TextDecoder().decode(out.stdout).trim();
+    const stderr = new TextDecoder().decode(out.stderr).trim();
+    if (out.signal === "SIGKILL") {
+      throw new CniPluginError(type, command, `timed out after ${timeoutMs} ms (killed)`);
+    }
+    if (!out.success) {
+      let msg = stdout || stderr || `exit status ${out.code}, no output`;
+      let code: number | undefined;
+      try {
+        const e = JSON.parse(stdout) as { code?: unknown; msg?: unknown; details?: unknown };
+        if (typeof e.msg === "string") {
+          code = typeof e.code === "number" ? e.code : undefined;
+          msg = `${e.msg}${typeof e.details === "string" && e.details ? ` (${e.details})` : ""}` +
+            (code !== undefined ? ` [code ${code}]` : "");
+        }
+      } catch { /* not JSON: keep the raw text */ }
+      throw new CniPluginError(type, command, msg, code);
+    }
+    return { stdout };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function pluginTypes(list: CniNetworkList): string[] {
+  const types = new Set<string>();
+  for (const p of list.plugins) {
+    types.add(p.type);
+    if (p.ipamType) types.add(p.ipamType);
+  }
+  return [...types];
+}
+
+/**
+ * Finds every plugin and IPAM plugin of `list` and asks each (VERSION) whether it supports the
+ * list's cniVersion. Throws before anything was changed on the host.
+ */
+export async function checkPluginVersions(list: CniNetworkList, opts: CniOptions): Promise<void> {
+  const stdin = new TextEncoder().encode(JSON.stringify({ cniVersion: list.cniVersion }));
+  await Promise.all(
+    pluginTypes(list).map(async (type) => {
+      let path: string;
+      try {
+        path = await findPlugin(type, opts.binDirs);
+      } catch (e) {
+        throw new CniRuntimeError(
+          `network ${JSON.stringify(list.name)} (${list.file || "in memory"}): ${
+            (e as Error).message
+          }`,
+        );
+      }
+      const { stdout } = await execPlugin(
+        path,
+        type,
+        { CNI_COMMAND: "VERSION" },
+        stdin,
+        opts.timeoutMs ?? 60_000,
+      );
+      let supported: string[] = [];
+      try {
+        const v = JSON.parse(stdout) as { supportedVersions?: unknown };
+        if (Array.isArray(v.supportedVersions)) supported = v.supportedVersions.map(String);
+      } catch {
+        throw new CniRuntimeError(`plugin ${type} answered VERSION with non-JSON: ${stdout}`);
+      }
+      if (!supported.includes(list.cniVersion)) {
+        throw new CniRuntimeError(
+          `plugin ${type} does not support cniVersion ${list.cniVersion} ` +
+            `(supports ${supported.join(",") || "nothing"})`,
+        );
+      }
+    }),
+  );
+}
+
+function pluginStdin(
+  list: CniNetworkList,
+  index: number,
+  rt: CniRuntimeConf,
+  prevResult: Record<string, unknown> | undefined,
+): Uint8Array {
+  const p = list.plugins[index];
+  const conf: Record<string, unknown> = { ...p.raw, name: list.name, cniVersion: list.cniVersion };
+  const runtimeConfig: Record<string, unknown> = {};
+  for (const [cap, on] of Object.entries(p.capabilities)) {
+    const v = rt.capabilityArgs?.[cap];
+    if (on && v !== undefined) runtimeConfig[cap] = v;
+  }
+  if (Object.keys(runtimeConfig).length > 0) {
+    const existing = typeof conf.runtimeConfig === "object" && conf.runtimeConfig !== null
+      ? conf.runtimeConfig as Record<string, unknown>
+      : {};
+    conf.runtimeConfig = { ...existing, ...runtimeConfig };
+  }
+  if (prevResult !== undefined) conf.prevResult = prevResult;
+  return new TextEncoder().encode(JSON.stringify(conf));
+}
+
+function envFor(command: string, rt: CniRuntimeConf, opts: CniOptions): Record<string, string> {
+  return {
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: rt.containerId,
+    CNI_NETNS: rt.netns,
+    CNI_IFNAME: rt.ifName,
+    CNI_ARGS: cniArgsText(rt.args ?? []),
+    CNI_PATH: opts.binDirs.join(":"),
+  };
+}
+
+async function runOne(
+  command: "ADD" | "CHECK" | "DEL",
+  list: CniNetworkList,
+  index: number,
+  rt: CniRuntimeConf,
+  opts: CniOptions,
+  prevResult: Record<string, unknown> | undefined,
+): Promise<string> {
+  const type = list.plugins[index].type;
+  const path = await findPlugin(type, opts.binDirs);
+  const { stdout } = await execPlugin(
+    path,
+    type,
+    envFor(command, rt, opts),
+    pluginStdin(list, index, rt, prevResult),
+    opts.timeoutMs ?? 60_000,
+  );
+  return stdout;
+}
+
+/** Reads the cache entry of an attachment, or undefined when there is none. */
+export async function readCacheEntry(
+  opts: CniOptions,
+  network: string,
+  rt: Pick<CniRuntimeConf, "containerId" | "ifName">,
+): Promise<CniCacheEntry | undefined> {
+  const path = cachePath(
+    opts.cacheDir ?? DEFAULT_CNI_CACHE_DIR,
+    network,
+    rt.containerId,
+    rt.ifName,
+  );
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+  try {
+    const e = JSON.parse(text) as CniCacheEntry;
+    if (e.kind !== "cniCacheV1" || typeof e.config !== "string") throw new Error("wrong kind");
+    return e;
+  } catch (err) {
+    throw new CniRuntimeError(`CNI cache entry ${path} is corrupt: ${(err as Error).message}`);
+  }
+}
+
+/** The network list stored in a cache entry. */
+export function listFromCache(entry: CniCacheEntry, path = "cache"): CniNetworkList {
+  const bin = atob(entry.config);
+  const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
+  return parseCniConfig(new TextDecoder().decode(bytes), `${path}.conflist`);
+}
+
+function b64(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += String.fromCharCode(b);
+  return btoa(s);
+}
+
+async function writeCache(
+  opts: CniOptions,
+  list: CniNetworkList,
+  rt: CniRuntimeConf,
+  result: Record<string, unknown>,
+): Promise<void> {
+  const dir = opts.cacheDir ?? DEFAULT_CNI_CACHE_DIR;
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+  const entry: CniCacheEntry = {
+    kind: "cniCacheV1",
+    containerId: rt.containerId,
+    ifName: rt.ifName,
+    networkName: list.name,
+    netns: rt.netns,
+    config: b64(list.bytes),
+    cniArgs: [["IgnoreUnknown", "1"], ...(rt.args ?? [])],
+    capabilityArgs: rt.capabilityArgs ?? {},
+    result,
+  };
+  const path = cachePath(dir, list.name, rt.containerId, rt.ifName);
+  const tmp = `${path}.tmp-${Deno.pid}`;
+  await Deno.writeTextFile(tmp, JSON.stringify(entry), { mode: 0o600 });
+  await Deno.rename(tmp, path);
+}
+
+/**
+ * Attaches: refuses a duplicate (cached) attachment, VERSION-checks all plugins, ADDs in order
+ * chaining prevResult, caches the final result. On a failed ADD the whole list is DELeted (in
+ * reverse, every plugin even if one DEL fails) and the ADD error is thrown with the rollback's.
+ */
+export async function addNetworkList(
+  list: CniNetworkList,
+  rt: CniRuntimeConf,
+  opts: CniOptions,
+): Promise<CniResult> {
+  validateRuntimeConf(rt);
+  const cacheDir = opts.cacheDir ?? DEFAULT_CNI_CACHE_DIR;
+  if (await readCacheEntry(opts, list.name, rt)) {
+    throw new CniRuntimeError(
+      `attachment ${list.name}/${rt.containerId}/${rt.ifName} already exists (cached at ${
+        cachePath(cacheDir, list.name, rt.containerId, rt.ifName)
+      }); DEL it first`,
+    );
+  }
+  await checkPluginVersions(list, opts);
+  let prev: Record<string, unknown> | undefined;
+  let result: CniResult | undefined;
+  for (let i = 0; i < list.plugins.length; i++) {
+    const type = list.plugins[i].type;
+    try {
+      const out = await runOne("ADD", list, i, rt, opts, prev);
+      let doc: unknown;
+      try {
+        doc = JSON.parse(out);
+      } catch {
+        throw new CniPluginError(type, "ADD", `printed a non-JSON result: ${out.slice(0, 200)}`);
+      }
+      result = parseCniResult(doc, `plugin ${type} (plugins[${i}]) of ${list.name}`);
+      prev = result.raw;
+    } catch (e) {
+      const rollback = await delAll(list, rt, opts, undefined);
+      const where = `network ${JSON.stringify(list.name)} plugins[${i}] (${type})`;
+      const tail = rollback.length === 0
+        ? "; the list was rolled back with DEL"
+        : `; rollback DEL also failed: ${rollback.map((r) => r.message).join("; ")}`;
+      throw new CniRuntimeError(`ADD failed at ${where}: ${(e as Error).message}${tail}`);
+    }
+  }
+  if (!result) throw new CniRuntimeError(`network ${list.name} has no plugins`);
+  try {
+    await writeCache(opts, list, rt, result.raw);
+  } catch (e) {
+    await delAll(list, rt, opts, result.raw);
+    throw new CniRuntimeError(`cannot write the CNI result cache: ${(e as Error).message}`);
+  }
+  return result;
+}
+
+async function delAll(
+  list: CniNetworkList,
+  rt: CniRuntimeConf,
+  opts: CniOptions,
+  cached: Record<string, unknown> | undefined,
+): Promise<Error[]> {
+  const errors: Error[] = [];
+  const prev = versionAtLeast(list.cniVersion, "0.4.0") ? cached : undefined;
+  for (let i = list.plugins.length - 1; i >= 0; i--) {
+    try {
+      await runOne("DEL", list, i, rt, opts, prev);
+    } catch (e) {
+      errors.push(e as Error);
+    }
+  }
+  return errors;
+}
+
+/**
+ * Detaches: DELs every plugin in reverse with the cached result (prevResult) and the cached
+ * CNI_ARGS and capability args, then drops the cache entry. Without a cache entry it DELs with
+ * what the caller gives. Every plugin is DELed even if one fails; errors are then thrown together
+ * and the cache entry is kept for a later retry.
+ */
+export async function delNetworkList(
+  list: CniNetworkList,
+  rt: CniRuntimeConf,
+  opts: CniOptions,
+): Promise<void> {
+  validateRuntimeConf(rt);
+  const entry = await readCacheEntry(opts, list.name, rt);
+  const effective: CniRuntimeConf = entry
+    ? {
+      ...rt,
+      args: entry.cniArgs.filter(([k]) => k !== "IgnoreUnknown"),
+      capabilityArgs: entry.capabilityArgs,
+    }
+    : rt;
+  const errors = await delAll(list, effective, opts, entry?.result);
+  if (errors.length > 0) {
+    throw new CniRuntimeError(
+      `DEL of network ${JSON.stringify(list.name)} for ${rt.containerId}/${rt.ifName} failed: ${
+        errors.map((e) => e.message).join("; ")
+      }`,
+    );
+  }
+  const path = cachePath(
+    opts.cacheDir ?? DEFAULT_CNI_CACHE_DIR,
+    list.name,
+    rt.containerId,
+    rt.ifName,
+  );
+  await Deno.remove(path).catch((e) => {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  });
+}
+
+/** CHECKs every plugin in order with the cached result (cniVersion ≥ 0.4.0, not disableCheck). */
+export async function checkNetworkList(
+  list: CniNetworkList,
+  rt: CniRuntimeConf,
+  opts: CniOptions,
+): Promise<void> {
+  validateRuntimeConf(rt);
+  if (list.disableCheck || !versionAtLeast(list.cniVersion, "0.4.0")) return;
+  const entry = await readCacheEntry(opts, list.name, rt);
+  if (!entry) {
+    throw new CniRuntimeError(
+      `CHECK: no cached result for ${list.name}/${rt.containerId}/${rt.ifName} (not attached?)`,
+    );
+  }
+  const effective = { ...rt, capabilityArgs: entry.capabilityArgs };
+  for (let i = 0; i < list.plugins.length; i++) {
+    await runOne("CHECK", list, i, effective, opts, entry.result);
+  }
+}
+
+/** Every cache entry in the cache dir (corrupt files are reported, not fatal). */
+export async function listCacheEntries(
+  opts: CniOptions,
+): Promise<{ entries: { path: string; entry: CniCacheEntry }[]; errors: string[] }> {
+  const dir = opts.cacheDir ?? DEFAULT_CNI_CACHE_DIR;
+  const entries: { path: string; entry: CniCacheEntry }[] = [];
+  const errors: string[] = [];
+  try {
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.isFile || e.name.includes(".tmp-")) continue;
+      const path = `${dir}/${e.name}`;
+      try {
+        const entry = JSON.parse(await Deno.readTextFile(path)) as CniCacheEntry;
+        if (entry.kind === "cniCacheV1") entries.push({ path, entry });
+      } catch (err) {
+        errors.push(`${path}: ${(err as Error).message}`);
+      }
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return { entries, errors };
+}
+
+/**
+ * GC the libcni way for 1.0.0 plugins: DELs (with its own cached config, args and result) every
+ * cached attachment for which `isStale` says yes, and drops its entry. Returns the errors met.
+ */
+export async function gcCachedAttachments(
+  opts: CniOptions,
+  isStale: (entry: CniCacheEntry) => boolean | Promise<boolean>,
+): Promise<string[]> {
+  const { entries, errors } = await listCacheEntries(opts);
+  for (const { path, entry } of entries) {
+    if (!(await isStale(entry))) continue;
+    try {
+      const list = listFromCache(entry, path);
+      await delNetworkList(list, {
+        containerId: entry.containerId,
+        ifName: entry.ifName,
+        netns: entry.netns,
+      }, opts);
+    } catch (e) {
+      errors.push(`${path}: ${(e as Error).message}`);
+    }
+  }
+  return errors;
+}

@@ -1,0 +1,353 @@
+/**
+ * `nerdbox run --cni` end to end with Debian's CNI plugins and a QEMU guest (TCG): the gVisor
+ * "Using CNI" tutorial with a VM instead of runsc. A server in the guest answers the host at the
+ * pod IP, the guest's outbound traffic leaves from the pod IP, `-p` goes through portmap, and
+ * normal exit, SIGINT and SIGTERM all leave the host as it was. Failures are checked at the CLI.
+ */
+import assert from "node:assert/strict";
+import { addNetworkList, delNetworkList } from "../../lib/net/cni.ts";
+import { pickCniNetwork } from "../../lib/net/cni_config.ts";
+import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
+import { createNamedNetns, deleteNamedNetns } from "../../lib/net/netns.ts";
+import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
+import { diffSnapshots, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
+import {
+  DEBIAN_CNI_BIN,
+  freePort,
+  holdCniLock,
+  portmapList,
+  tempDirWith,
+  tutorialBridge,
+  tutorialLoopback,
+  waitSigintHandler,
+} from "../helpers/cni_fixtures.ts";
+
+const NERDBOX = new URL("../../bin/nerdbox", import.meta.url).pathname;
+const BOOT_TIMEOUT_MS = 120_000;
+
+interface Run {
+  child: Deno.ChildProcess;
+  output: () => string;
+  done: Promise<{ code: number; output: string }>;
+}
+
+function nerdboxRun(args: string[]): Run {
+  const child = new Deno.Command(NERDBOX, {
+    args: ["run", ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let out = "";
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    for await (const c of s.pipeThrough(new TextDecoderStream())) out += c;
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const done = (async () => {
+    const st = await child.status;
+    await pumps;
+    return { code: st.code, output: out };
+  })();
+  return { child, output: () => out, done };
+}
+
+async function waitFor<T>(what: string, run: Run, fn: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + BOOT_TIMEOUT_MS;
+  let exited = false;
+  run.done.then(() => exited = true);
+  while (Date.now() < deadline) {
+    const v = await fn().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (exited) throw new Error(`nerdbox run exited while waiting for ${what}:\n${run.output()}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  run.child.kill("SIGKILL");
+  throw new Error(`timed out waiting for ${what}:\n${run.output()}`);
+}
+
+async function httpGet(url: string): Promise<string | undefined> {
+  const r = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  return r.ok ? (await r.text()).trim() : undefined;
+}
+
+async function hostIp(): Promise<string> {
+  const o = await new Deno.Command("ip", {
+    args: ["-4", "-o", "route", "get", "1.1.1.1"],
+    stdout: "piped",
+  })
+    .output();
+  const ip = /src (\S+)/.exec(new TextDecoder().decode(o.stdout))?.[1];
+  if (!ip) throw new Error("this host has no IPv4 default route: the outbound test needs one");
+  return ip;
+}
+
+async function requireAll(): Promise<void> {
+  for (const p of ["bridge", "host-local", "loopback", "portmap"]) {
+    await Deno.stat(`${DEBIAN_CNI_BIN}/${p}`).catch(() => {
+      throw new Error(
+        `${DEBIAN_CNI_BIN}/${p} missing: apt-get install containernetworking-plugins`,
+      );
+    });
+  }
+}
+
+const HTTPD =
+  "mkdir -p /www && echo served-by-guest > /www/index.html && exec httpd -f -p 80 -h /www";
+
+Deno.test("nerdbox run --cni: tutorial confs, guest egress leaves from the pod IP, exit status, clean host", async () => {
+  await requireAll();
+  const before = await hostSnapshot();
+  const rootfs = await makeBusyboxRootfs();
+  const conf = await tempDirWith({
+    "10-bridge.conf": tutorialBridge("nbxcnivm1", "nbxcni7", "10.213.7.0/24"),
+    "99-loopback.conf": tutorialLoopback(),
+  });
+  const ip = await hostIp();
+  const listener = Deno.listen({ hostname: ip, port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  try {
+    const accepted = (async () => {
+      const conn = await listener.accept();
+      const buf = new Uint8Array(64);
+      const n = await conn.read(buf);
+      conn.close();
+      return {
+        from: (conn.remoteAddr as Deno.NetAddr).hostname,
+        text: new TextDecoder().decode(buf.subarray(0, n ?? 0)).trim(),
+      };
+    })();
+    const run = nerdboxRun([
+      "--backend",
+      "qemu",
+      "--cni",
+      "--cni-conf-dir",
+      conf,
+      "--cni-bin-dir",
+      DEBIAN_CNI_BIN,
+      "--name",
+      "nbxcni-vm1",
+      rootfs,
+      "--",
+      "sh",
+      "-c",
+      `ip -4 -o addr show eth0; echo hello-from-guest | nc ${ip} ${port}; exit 7`,
+    ]);
+    const { code, output } = await run.done;
+    assert.equal(code, 7, output);
+    assert.match(output, /eth0\s+inet 10\.213\.7\.2\/24/, "the guest got the pod address");
+    const got = await accepted;
+    assert.deepEqual(got, { from: "10.213.7.2", text: "hello-from-guest" });
+  } finally {
+    listener.close();
+    await Deno.remove(conf, { recursive: true });
+    await Deno.remove(rootfs, { recursive: true });
+  }
+  const diff = diffSnapshots(before, await hostSnapshot());
+  assert.equal(diff, "", `host state changed:\n${diff}`);
+});
+
+Deno.test("nerdbox run --cni: SIGINT during the CNI setup → attachment undone, 130, clean host", async () => {
+  await requireAll();
+  const before = await hostSnapshot();
+  const rootfs = await makeBusyboxRootfs();
+  const conf = await tempDirWith({
+    "10-bridge.conf": tutorialBridge("nbxcnivm2", "nbxcni8", "10.213.8.0/24"),
+    "99-loopback.conf": tutorialLoopback(),
+  });
+  const release = await holdCniLock(); // as if another nerdbox were attaching right now
+  let released = false;
+  try {
+    const run = nerdboxRun([
+      "--backend",
+      "qemu",
+      "--cni",
+      "--cni-conf-dir",
+      conf,
+      "--cni-bin-dir",
+      DEBIAN_CNI_BIN,
+      "--name",
+      "nbxcni-vm2",
+      rootfs,
+      "--",
+      "sleep",
+      "600",
+    ]);
+    await waitSigintHandler(run.child.pid);
+    run.child.kill("SIGINT");
+    release();
+    released = true;
+    const { code, output } = await run.done;
+    assert.equal(code, 130, output);
+    assert.match(output, /interrupted by SIGINT during CNI setup; detaching/);
+  } finally {
+    if (!released) release();
+    await Deno.remove(conf, { recursive: true });
+    await Deno.remove(rootfs, { recursive: true });
+  }
+  const diff = diffSnapshots(before, await hostSnapshot());
+  assert.equal(diff, "", `host state changed:\n${diff}`);
+});
+
+Deno.test("nerdbox run --cni -p: host port → portmap → pod IP → guest; SIGTERM → 143, clean host", async () => {
+  await requireAll();
+  const before = await hostSnapshot();
+  const rootfs = await makeBusyboxRootfs();
+  const conf = await tempDirWith({
+    "10-pm.conflist": portmapList("nbxcnivm3", "nbxcni9", "10.213.9.0/24"),
+  });
+  const hostPort = freePort();
+  const ip = await hostIp();
+  try {
+    const run = nerdboxRun([
+      "--backend",
+      "qemu",
+      "--cni",
+      "--cni-conf-dir",
+      conf,
+      "--cni-bin-dir",
+      DEBIAN_CNI_BIN,
+      "-p",
+      `${hostPort}:80`,
+      "--name",
+      "nbxcni-vm3",
+      rootfs,
+      "--",
+      "sh",
+      "-c",
+      HTTPD,
+    ]);
+    const body = await waitFor(
+      `the guest's httpd at ${ip}:${hostPort}`,
+      run,
+      () => httpGet(`http://${ip}:${hostPort}/`),
+    );
+    assert.equal(body, "served-by-guest");
+    assert.equal(await httpGet(`http://127.0.0.1:${hostPort}/`), "served-by-guest");
+    assert.equal(await httpGet("http://10.213.9.2:80/"), "served-by-guest");
+    run.child.kill("SIGTERM");
+    const { code, output } = await run.done;
+    assert.equal(code, 143, output);
+  } finally {
+    await Deno.remove(conf, { recursive: true });
+    await Deno.remove(rootfs, { recursive: true });
+  }
+  const diff = diffSnapshots(before, await hostSnapshot());
+  assert.equal(diff, "", `host state changed:\n${diff}`);
+});
+
+Deno.test("nerdbox run --cni: missing plugin, failing config and flag misuse are exit 125 with a clear error", async () => {
+  await requireAll();
+  const before = await hostSnapshot();
+  const missing = portmapList("nbxcnivm4", "nbxcni10", "10.213.10.0/24");
+  missing.plugins[0].type = "nbxfake-absent";
+  const conf = await tempDirWith({ "10-x.conflist": missing });
+  const bad = await tempDirWith({
+    "10-bad.conf": { cniVersion: "1.0.0", name: "nbxcnivm5", type: "../bridge" },
+  });
+  const rootfs = await makeBusyboxRootfs();
+  try {
+    const cases: [string[], RegExp][] = [
+      [
+        ["--cni", "--cni-conf-dir", conf, "--cni-bin-dir", DEBIAN_CNI_BIN],
+        /failed to find plugin "nbxfake-absent" in path \[\/usr\/lib\/cni\]/,
+      ],
+      [
+        ["--cni", "--cni-conf-dir", bad],
+        /CNI config .*10-bad\.conf: type: expected a plugin binary name/,
+      ],
+      [
+        ["--cni", "--cni-conf-dir", conf, "--cni-network", "nope"],
+        /no network named "nope" \(found: nbxcnivm4\)/,
+      ],
+      [["--cni-network", "x"], /--cni-network needs --cni/],
+      [
+        ["--cni", "--netns", "/run/netns/x", "--cni-conf-dir", conf],
+        /--cni makes its own network namespace/,
+      ],
+    ];
+    for (const [flags, re] of cases) {
+      const { code, output } = await nerdboxRun([
+        "--backend",
+        "qemu",
+        ...flags,
+        rootfs,
+        "--",
+        "true",
+      ]).done;
+      assert.equal(code, 125, output);
+      assert.match(output, re);
+    }
+  } finally {
+    await Deno.remove(conf, { recursive: true });
+    await Deno.remove(bad, { recursive: true });
+    await Deno.remove(rootfs, { recursive: true });
+  }
+  const diff = diffSnapshots(before, await hostSnapshot());
+  assert.equal(diff, "", `host state changed:\n${diff}`);
+});
+
+Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepared (the tutorial's runsc flow)", async () => {
+  await requireAll();
+  const before = await hostSnapshot();
+  const conf = await tempDirWith({
+    "10-bridge.conf": tutorialBridge("nbxcnivm6", "nbxcni11", "10.213.11.0/24"),
+    "99-loopback.conf": tutorialLoopback(),
+  });
+  const bundle = await Deno.makeTempDir({ prefix: "nbxcni-bundle-" });
+  const state = await Deno.makeTempDir({ prefix: "nbxcni-state-" });
+  const ns = "nbxcni-bundle";
+  const opts = { binDirs: [DEBIAN_CNI_BIN], cacheDir: `${state}/cache` };
+  const bridge = await pickCniNetwork(conf, "nbxcnivm6");
+  const lo = await pickCniNetwork(conf, "lo");
+  await recordHostBaseline(bridge, state);
+  const netns = await createNamedNetns(ns);
+  const rt = { containerId: ns, ifName: "eth0", netns: `/var/run/netns/${ns}` };
+  try {
+    // the tutorial: ADD bridge as eth0 and loopback as lo, then hand the path to the runtime
+    await addNetworkList(bridge, rt, opts);
+    await addNetworkList(lo, { ...rt, ifName: "lo" }, opts);
+    await makeBusyboxRootfs(`${bundle}/rootfs`);
+    await Deno.writeTextFile(
+      `${bundle}/config.json`,
+      JSON.stringify({
+        ociVersion: "1.0.2",
+        root: { path: "rootfs" },
+        process: { args: ["sh", "-c", HTTPD], cwd: "/", env: ["PATH=/bin:/sbin:/usr/bin"] },
+        hostname: "nbxcni-bundle",
+        linux: { namespaces: [{ type: "pid" }, { type: "network", path: rt.netns }] },
+      }),
+    );
+    const run = nerdboxRun([
+      "--backend",
+      "qemu",
+      "--bundle",
+      bundle,
+      "-p",
+      "80:80",
+      "--name",
+      "nbxcni-vm6",
+    ]);
+    try {
+      const body = await waitFor(
+        "the guest's httpd at 10.213.11.2:80",
+        run,
+        () => httpGet("http://10.213.11.2:80/"),
+      );
+      assert.equal(body, "served-by-guest");
+    } finally {
+      run.child.kill("SIGTERM");
+      const { code, output } = await run.done;
+      assert.equal(code, 143, output);
+    }
+    // nerdbox joined the netns but does not own it: it is still there, still attached
+    await Deno.stat(netns);
+  } finally {
+    await delNetworkList(lo, { ...rt, ifName: "lo" }, opts).catch(() => {});
+    await delNetworkList(bridge, rt, opts).catch(() => {});
+    await deleteNamedNetns(ns);
+    await cleanupHost(state);
+    for (const d of [conf, bundle, state]) await Deno.remove(d, { recursive: true });
+  }
+  const diff = diffSnapshots(before, await hostSnapshot());
+  assert.equal(diff, "", `host state changed:\n${diff}`);
+});
