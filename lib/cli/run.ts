@@ -10,8 +10,9 @@ import { OciReadError, readOciBundle } from "../spec/oci.ts";
 import { KRUN_LOG_LEVEL, type KrunLogLevelName, type Libkrun } from "../../ffi/libkrun.ts";
 import { loadLibkrun, locateLibkrun } from "../vm/libkrun_locate.ts";
 import { planVm, resolveBackend } from "../vm/plan.ts";
+import { validateNetnsPath } from "../net/netns.ts";
 import * as k from "../vm/libkrun.ts";
-import type { Accel, Backend, VmPlan, VmStdio } from "../vm/types.ts";
+import type { Accel, Backend, VmHandle, VmPlan, VmStdio } from "../vm/types.ts";
 import {
   attachSpecToCni,
   CNI_RUN_FLAGS,
@@ -359,6 +360,9 @@ export async function main(argv: string[]): Promise<number> {
       ...(flags.backend !== undefined ? { backend: flags.backend } : {}),
     });
     for (const w of warnings) err(`warning: ${w}`);
+    if (spec.netns !== undefined) {
+      validateNetnsPath(spec.netns, flags.netns !== undefined ? "--netns" : "config.json netns");
+    }
     if (flags.cni && !flags.dryRun) cni = await attachSpecToCni(spec, flags.cni);
     const backend = await resolveBackend(spec.backend, libkrunOpt(flags));
     if (flags.dryRun) {
@@ -435,27 +439,35 @@ async function runVm(plan: VmPlan, flags: RunFlags): Promise<number> {
     ...(flags.interactive ? { stdin: Deno.stdin.readable } : {}),
     terminal: false,
   };
-  let handle;
-  try {
-    handle = await startVm(plan, stdio);
-  } catch (e) {
-    await Deno.remove(plan.stateDir, { recursive: true }).catch(() => {});
-    err(`cannot start the VM (${plan.backend}): ${(e as Error).message}`);
-    return EXIT_NERDBOX;
-  }
-  const h = handle;
+  // Listen before the VM starts: a signal that arrives while it boots must still end in cleanup.
+  let handle: VmHandle | undefined;
+  let early: number | undefined;
   const listeners = FORWARDED_SIGNALS.map(([name, no]) => {
-    const fn = () => void h.signal(no).catch(() => {});
+    const fn = () => {
+      if (handle) void handle.signal(no).catch(() => {});
+      else early ??= no;
+    };
     Deno.addSignalListener(name, fn);
     return [name, fn] as const;
   });
   try {
-    const exit = await h.exited;
+    try {
+      handle = await startVm(plan, stdio);
+    } catch (e) {
+      await Deno.remove(plan.stateDir, { recursive: true }).catch(() => {});
+      err(`cannot start the VM (${plan.backend}): ${(e as Error).message}`);
+      return early !== undefined ? 128 + early : EXIT_NERDBOX;
+    }
+    if (early !== undefined) {
+      err(`interrupted by signal ${early} while the VM was starting`);
+      return 128 + early;
+    }
+    const exit = await handle.exited;
     if (exit.error) err(exit.error);
     return exit.code;
   } finally {
     for (const [name, fn] of listeners) Deno.removeSignalListener(name, fn);
-    await h.dispose();
+    await handle?.dispose();
   }
 }
 
