@@ -1,0 +1,469 @@
+/**
+ * The QEMU backend: runs a VmPlan with qemu-system-x86_64 (microvm, KVM or TCG). It assembles the
+ * guest image, builds this run's rootfs disk, starts passt when no network is attached, listens on
+ * the channel socket, spawns QEMU in its own process group (inside plan.netns when set), and runs
+ * the guest session over the `nerdbox.ctl` port.
+ */
+import type { VmExit, VmHandle, VmPlan, VmStdio } from "./types.ts";
+import { buildGuestConfig, GuestChannel } from "./channel.ts";
+import { ensureGuestImage, type GuestImage, PROBE_OK_MARKER } from "./guest_image.ts";
+import { hostTscKhz } from "./kernel.ts";
+import { makeRootfsImage } from "./rootfs_image.ts";
+import { type PasstHandle, startPasst } from "../net/passt.ts";
+import { spawnInNetns, validateNetnsPath } from "../net/netns.ts";
+import { sendVfkitHandshake } from "../../ffi/unix_dgram.ts";
+import { type QemuAccel, qemuArgv, type QemuNic, ROOTFS_GUEST_DEVICE } from "./qemu_argv.ts";
+import type { GuestNetwork, GuestNetworkReport } from "../guest_protocol.ts";
+
+export { kernelCmdline, qemuArgv, qemuOptValue } from "./qemu_argv.ts";
+export type { QemuAccel, QemuArgvInput, QemuNetdev, QemuNic } from "./qemu_argv.ts";
+
+/** The QEMU binary (NERDBOX_QEMU overrides). */
+export function qemuBinary(): string {
+  return Deno.env.get("NERDBOX_QEMU") ?? "qemu-system-x86_64";
+}
+
+/** Smallest guest memory that runs Deno on the runtime disk reliably (reference: floor 96). */
+export const QEMU_MIN_MEMORY_MIB = 192;
+/** How long the guest may take from QEMU start to the workload's start before it is killed. */
+export const BOOT_TIMEOUT_MS = { tcg: 120_000, kvm: 30_000 } as const;
+/** How long QEMU may take to power off after the workload's exit was reported. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
+/** Extra knobs of startQemuVm (tests, bench). */
+export interface QemuVmOptions {
+  /** Called with each guest init LOG line. */
+  onLog?: (line: string) => void;
+  /** Called with the guest's network report. */
+  onNetwork?: (report: GuestNetworkReport) => void;
+  /** Guest DHCP timeout (ms) written to the GuestConfig. */
+  dhcpTimeoutMs?: number;
+  /** Start passt with --no-dhcp for the default network (tests the DHCP-timeout path). */
+  passtNoDhcp?: boolean;
+  /** Overrides BOOT_TIMEOUT_MS (QEMU start → workload started). */
+  bootTimeoutMs?: number;
+  /** Called as each start-up phase ends, with ms since startQemuVm was called (bench). */
+  onPhase?: (phase: string, ms: number) => void;
+}
+
+let kvmProbe: Promise<boolean> | undefined;
+
+/**
+ * Resolves `--accel`: `tcg` as is; `kvm` only if /dev/kvm opens; `auto` = kvm when /dev/kvm exists
+ * and a probe boot under KVM reaches the stage-1 marker within 20 s (never hangs), else tcg.
+ */
+export async function resolveAccel(
+  choice: "auto" | "kvm" | "tcg",
+  image: GuestImage,
+): Promise<QemuAccel> {
+  if (choice === "tcg") return "tcg";
+  let kvmOpens = false;
+  try {
+    (await Deno.open("/dev/kvm", { read: true, write: true })).close();
+    kvmOpens = true;
+  } catch {
+    kvmOpens = false;
+  }
+  if (choice === "kvm") {
+    if (!kvmOpens) {
+      throw new Error(
+        "--accel kvm: /dev/kvm is missing or cannot be opened; use --accel tcg or auto",
+      );
+    }
+    return "kvm";
+  }
+  if (!kvmOpens) return "tcg";
+  kvmProbe ??= probeBoot(image, "kvm", 20_000).then((r) => r.ok);
+  return (await kvmProbe) ? "kvm" : "tcg";
+}
+
+/** Result of a probe boot. */
+export interface ProbeResult {
+  ok: boolean;
+  /** The serial console output. */
+  console: string;
+  /** Wall time in ms. */
+  ms: number;
+}
+
+/**
+ * Boots the guest kernel with the stage-1 probe word: stage-1 loads the modules, mounts the
+ * runtime disk, runs `deno --version`, prints PROBE_OK_MARKER and powers off. Killed at the deadline.
+ */
+export async function probeBoot(
+  image: GuestImage,
+  accel: QemuAccel,
+  timeoutMs: number,
+): Promise<ProbeResult> {
+  const dir = await Deno.makeTempDir({ prefix: "nerdbox-probe-" });
+  const start = performance.now();
+  try {
+    const consoleLog = `${dir}/console.log`;
+    const args = qemuArgv({
+      accel,
+      cpus: 1,
+      memoryMiB: QEMU_MIN_MEMORY_MIB,
+      kernel: image.kernel,
+      initramfs: image.initramfs,
+      runtimeDisk: image.runtimeDisk,
+      consoleLog,
+      tscKhz: accel === "tcg" ? await hostTscKhz() : undefined,
+      nics: [],
+      probe: true,
+    });
+    const child = new Deno.Command(qemuBinary(), {
+      args,
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+      detached: true,
+    }).spawn();
+    const timer = setTimeout(() => killGroup(child.pid), timeoutMs);
+    await child.status;
+    clearTimeout(timer);
+    const text = await Deno.readTextFile(consoleLog).catch(() => "");
+    return { ok: text.includes(PROBE_OK_MARKER), console: text, ms: performance.now() - start };
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+function killGroup(pid: number): void {
+  try {
+    Deno.kill(-pid, "SIGKILL");
+  } catch {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  }
+}
+
+/** A random locally-used MAC in QEMU's 52:54:00 range. */
+export function generateMac(): string {
+  const b = crypto.getRandomValues(new Uint8Array(3));
+  return ["52", "54", "00", ...Array.from(b, (x) => x.toString(16).padStart(2, "0"))].join(":");
+}
+
+/** The last `lines` lines of a file ("" if unreadable). */
+export async function fileTail(path: string, lines = 25): Promise<string> {
+  const text = await Deno.readTextFile(path).catch(() => "");
+  return text.split("\n").filter((l) => l.trim() !== "").slice(-lines).join("\n");
+}
+
+function streamTail(stream: ReadableStream<Uint8Array>, max = 4096): () => string {
+  let buf = "";
+  const dec = new TextDecoder();
+  (async () => {
+    for await (const c of stream) buf = (buf + dec.decode(c, { stream: true })).slice(-max);
+  })().catch(() => {});
+  return () => buf.trim();
+}
+
+async function acceptWithin(
+  listener: Deno.Listener,
+  died: Promise<unknown>,
+  ms: number,
+): Promise<Deno.Conn | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<undefined>((r) => {
+    timer = setTimeout(() => r(undefined), ms);
+  });
+  try {
+    return await Promise.race([listener.accept(), died.then(() => undefined), timeout]);
+  } catch {
+    return undefined;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Longest path a `struct sockaddr_un` holds (108 bytes with the NUL). */
+const SUN_PATH_MAX = 107;
+
+function checkSocketPath(path: string, what: string): void {
+  const n = new TextEncoder().encode(path).length;
+  if (n > SUN_PATH_MAX) {
+    throw new Error(
+      `${what} ${JSON.stringify(path)}: ${n} bytes; UNIX socket paths hold at most ${SUN_PATH_MAX}`,
+    );
+  }
+}
+
+/** Refuses what this backend cannot run, before anything is built or started. */
+export async function checkPlan(plan: VmPlan): Promise<void> {
+  if (!plan.stateDir.startsWith("/")) {
+    throw new Error(`stateDir ${JSON.stringify(plan.stateDir)}: expected an absolute path`);
+  }
+  checkSocketPath(`${plan.stateDir}/ctl.sock`, "state dir: channel socket");
+  if (plan.netns !== undefined) validateNetnsPath(plan.netns, "--netns");
+  if (plan.network.kind === "tsi") {
+    checkSocketPath(`${plan.stateDir}/passt/passt.sock`, "state dir: passt socket");
+    return;
+  }
+  for (const [i, nic] of plan.network.nics.entries()) {
+    if (nic.vnetHdr) {
+      throw new Error(
+        `network ${i}: vnet_hdr=true: QEMU's stream/dgram netdevs carry plain Ethernet frames ` +
+          `without a virtio-net header; drop vnet_hdr or use --backend libkrun`,
+      );
+    }
+    checkSocketPath(nic.socket, `network ${i}: socket`);
+    if (nic.mode === "unixgram") {
+      checkSocketPath(`${plan.stateDir}/n${i}.sock`, `network ${i}: state dir: local socket`);
+    }
+    const s = await Deno.lstat(nic.socket).catch(() => null);
+    if (nic.mode === "unixstream" && !s?.isSocket) {
+      throw new Error(
+        `network ${i}: socket ${JSON.stringify(nic.socket)}: ` +
+          `${s ? "is not a UNIX socket" : "does not exist"}; start the provider first ` +
+          `(QEMU does not reconnect to a stream socket that appears later)`,
+      );
+    }
+    if (nic.mode === "unixgram" && nic.vfkit && !s?.isSocket) {
+      throw new Error(
+        `network ${i}: socket ${JSON.stringify(nic.socket)}: ` +
+          `${s ? "is not a UNIX socket" : "does not exist"}; vfkit=true sends VFKT to it first`,
+      );
+    }
+  }
+}
+
+/**
+ * Boots `plan` under QEMU and runs its workload; stdio receives the workload's output. The
+ * returned handle's `exited` resolves with the workload's status, or 125 (or a guest-init status)
+ * with an error that includes the console tail.
+ */
+export async function startQemuVm(
+  plan: VmPlan,
+  stdio: VmStdio,
+  opts: QemuVmOptions = {},
+): Promise<VmHandle> {
+  const t0 = performance.now();
+  const phase = (name: string) => opts.onPhase?.(name, performance.now() - t0);
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const cleanup = async () => {
+    while (cleanups.length > 0) {
+      try {
+        await cleanups.pop()!();
+      } catch {
+        // best effort
+      }
+    }
+  };
+  const closeStdio = async () => {
+    await stdio.stdout.close().catch(() => {});
+    await stdio.stderr.close().catch(() => {});
+  };
+  try {
+    const stateDir = plan.stateDir;
+    await checkPlan(plan);
+    // The plan's state dir is this backend's to create and remove (VmPlan.stateDir).
+    await Deno.mkdir(stateDir, { recursive: true });
+    cleanups.push(() => Deno.remove(stateDir, { recursive: true }).catch(() => {}));
+    // passt runs as nobody and must reach its socket dir inside stateDir.
+    const st = await Deno.stat(stateDir);
+    if (((st.mode ?? 0) & 0o001) === 0) await Deno.chmod(stateDir, (st.mode ?? 0o700) | 0o011);
+
+    const image = await ensureGuestImage();
+    phase("image");
+    const accel = await resolveAccel(plan.accel ?? "auto", image);
+    const rootfsDisk = await makeRootfsImage(plan.rootfs, stateDir);
+    phase("rootfs");
+    cleanups.push(() => Deno.remove(rootfsDisk).catch(() => {}));
+
+    // Networks.
+    const nics: QemuNic[] = [];
+    let guestNetworks: GuestNetwork[] = [];
+    let passt: PasstHandle | undefined;
+    if (plan.network.kind === "tsi") {
+      passt = await startPasst({
+        dir: `${stateDir}/passt`,
+        ports: plan.network.ports,
+        netns: plan.netns,
+        noDhcp: opts.passtNoDhcp,
+      });
+      const p = passt;
+      cleanups.push(async () => {
+        await p.stop();
+        await Deno.remove(`${stateDir}/passt`, { recursive: true }).catch(() => {});
+      });
+      const mac = generateMac();
+      nics.push({ mac, netdev: { kind: "stream", path: passt.socket } });
+      guestNetworks = [{ mac, dhcp: true, addrs: [], defaultRoute: true }];
+    } else {
+      for (const [i, nic] of plan.network.nics.entries()) {
+        if (nic.mode === "unixstream") {
+          nics.push({ mac: nic.mac, netdev: { kind: "stream", path: nic.socket } });
+        } else {
+          const local = `${stateDir}/n${i}.sock`;
+          cleanups.push(() => Deno.remove(local).catch(() => {}));
+          if (nic.vfkit) sendVfkitHandshake(local, nic.socket);
+          nics.push({
+            mac: nic.mac,
+            netdev: { kind: "dgram", localPath: local, remotePath: nic.socket },
+          });
+        }
+      }
+      guestNetworks =
+        buildGuestConfig(plan, { kind: "block", device: ROOTFS_GUEST_DEVICE, fstype: "ext4" })
+          .networks;
+    }
+    const config = buildGuestConfig(plan, {
+      kind: "block",
+      device: ROOTFS_GUEST_DEVICE,
+      fstype: "ext4",
+    });
+    config.networks = guestNetworks;
+    if (opts.dhcpTimeoutMs !== undefined) config.dhcpTimeoutMs = opts.dhcpTimeoutMs;
+
+    // Channel: the host listens, QEMU connects.
+    const ctlPath = `${stateDir}/ctl.sock`;
+    await Deno.remove(ctlPath).catch(() => {});
+    const listener = Deno.listen({ transport: "unix", path: ctlPath });
+    cleanups.push(async () => {
+      try {
+        listener.close();
+      } catch {
+        // closed
+      }
+      await Deno.remove(ctlPath).catch(() => {});
+    });
+
+    const consoleLog = `${stateDir}/console.log`;
+    const args = qemuArgv({
+      accel,
+      cpus: plan.cpus,
+      memoryMiB: Math.max(plan.memoryMiB, QEMU_MIN_MEMORY_MIB),
+      kernel: image.kernel,
+      initramfs: image.initramfs,
+      runtimeDisk: image.runtimeDisk,
+      rootfsDisk,
+      channelSocket: ctlPath,
+      consoleLog,
+      tscKhz: await hostTscKhz(),
+      nics,
+    });
+    const cmdOpts: Deno.CommandOptions = {
+      args,
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      detached: true,
+    };
+    const bin = qemuBinary();
+    let child: Deno.ChildProcess;
+    try {
+      child = plan.netns
+        ? spawnInNetns(plan.netns, bin, cmdOpts)
+        : new Deno.Command(bin, cmdOpts).spawn();
+    } catch (err) {
+      throw new Error(
+        `cannot run ${bin} (apt-get install qemu-system-x86): ${(err as Error).message}`,
+      );
+    }
+    phase("spawned");
+    const qemuStderr = streamTail(child.stderr);
+    let qemuDone = false;
+    const qemuStatus = child.status.then((s) => {
+      qemuDone = true;
+      return s;
+    });
+    cleanups.push(async () => {
+      if (!qemuDone) killGroup(child.pid);
+      await qemuStatus;
+    });
+
+    const failure = async (why: string): Promise<VmExit> => {
+      const tail = await fileTail(consoleLog);
+      const err = qemuStderr();
+      return {
+        code: 125,
+        error: `${why}${err ? `\nqemu: ${err}` : ""}${
+          tail ? `\n--- console (${consoleLog}) ---\n${tail}` : ""
+        }`,
+      };
+    };
+
+    let channel: GuestChannel | undefined;
+    let resolveChannel!: (c: GuestChannel | undefined) => void;
+    const channelReady = new Promise<GuestChannel | undefined>((r) => (resolveChannel = r));
+    let started = false;
+    const exited = (async (): Promise<VmExit> => {
+      const conn = await acceptWithin(listener, qemuStatus, 30_000);
+      if (!conn) {
+        resolveChannel(undefined);
+        await closeStdio();
+        if (!qemuDone) killGroup(child.pid);
+        const s = await qemuStatus;
+        return await failure(`QEMU exited (status ${s.code}) before connecting the channel`);
+      }
+      channel = new GuestChannel(conn);
+      resolveChannel(channel);
+      phase("connected");
+      const bootTimeout = opts.bootTimeoutMs ?? BOOT_TIMEOUT_MS[accel];
+      let timedOut = false;
+      const watchdog = setTimeout(() => {
+        if (!started) {
+          timedOut = true;
+          killGroup(child.pid);
+        }
+      }, bootTimeout);
+      const result = await channel.run(config, stdio, {
+        onLog: opts.onLog,
+        onNetwork: opts.onNetwork,
+        onStarted: () => {
+          started = true;
+          phase("started");
+        },
+      });
+      clearTimeout(watchdog);
+      // The guest powers off after reporting; give it a moment, then make sure.
+      const grace = setTimeout(() => killGroup(child.pid), SHUTDOWN_GRACE_MS);
+      const s = await qemuStatus;
+      clearTimeout(grace);
+      channel.close();
+      if (timedOut) {
+        return await failure(
+          `the guest did not start the workload within ${bootTimeout / 1000} s (killed)`,
+        );
+      }
+      if (result.error !== undefined) {
+        const f = await failure(`${result.error} (QEMU status ${s.code})`);
+        return { code: result.code, error: f.error };
+      }
+      return result;
+    })().catch(async (err) => {
+      await closeStdio();
+      return await failure(`qemu backend: ${(err as Error).message}`);
+    }).then(async (r) => {
+      await cleanup();
+      return r;
+    });
+
+    let disposed = false;
+    return {
+      pid: child.pid,
+      exited,
+      async signal(signo: number) {
+        if (!Number.isInteger(signo) || signo < 1 || signo > 64) {
+          throw new Error(`signal ${signo}: expected a signal number 1-64`);
+        }
+        const c = await channelReady;
+        if (!c) throw new Error("the VM is not running");
+        await c.sendSignal(signo);
+      },
+      async dispose() {
+        if (disposed) return await exited.then(() => {});
+        disposed = true;
+        if (!qemuDone) killGroup(child.pid);
+        await exited;
+      },
+    };
+  } catch (err) {
+    await closeStdio();
+    await cleanup();
+    throw err;
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * QEMU backend plumbing: the stage-1 probe boot of the real image (kernel, initramfs, modules,
+ * runtime disk, Deno), accelerator resolution on this machine, and bad input failing clearly
+ * before any VM starts, leaving nothing behind.
+ */
+import { equal, match, ok, rejects } from "node:assert/strict";
+import { ensureGuestImage } from "../../lib/vm/guest_image.ts";
+import { probeBoot, resolveAccel, startQemuVm } from "../../lib/vm/qemu.ts";
+import type { VmPlan } from "../../lib/vm/types.ts";
+import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
+import { makeTestNetns } from "../helpers/netns.ts";
+
+function plan(rootfs: string, stateDir: string, network: VmPlan["network"]): VmPlan {
+  return {
+    id: "nbxq-backend",
+    backend: "qemu",
+    cpus: 1,
+    memoryMiB: 256,
+    rootfs,
+    hostname: "nbxq",
+    process: { args: ["/bin/true"], env: [], cwd: "/", uid: 0, gid: 0, terminal: false },
+    network,
+    stateDir,
+    accel: "tcg",
+  };
+}
+
+const nullStdio = () => ({
+  stdout: new WritableStream<Uint8Array>(),
+  stderr: new WritableStream<Uint8Array>(),
+});
+
+async function gone(path: string): Promise<boolean> {
+  return await Deno.lstat(path).then(() => false, () => true);
+}
+
+Deno.test("stage-1 probe boot of the real guest image under TCG reaches Deno and powers off", async () => {
+  const image = await ensureGuestImage();
+  const r = await probeBoot(image, "tcg", 60_000);
+  ok(r.ok, `probe failed; console:\n${r.console}`);
+  ok(!/insmod .* failed/.test(r.console), r.console);
+});
+
+Deno.test("accel: kvm refused without /dev/kvm, auto falls back to tcg without hanging", async () => {
+  const hasKvm = await Deno.stat("/dev/kvm").then(() => true, () => false);
+  const image = await ensureGuestImage();
+  equal(await resolveAccel("tcg", image), "tcg");
+  if (!hasKvm) {
+    await rejects(resolveAccel("kvm", image), /--accel kvm: \/dev\/kvm is missing/);
+    equal(await resolveAccel("auto", image), "tcg");
+  } else {
+    ok(["kvm", "tcg"].includes(await resolveAccel("auto", image)));
+  }
+});
+
+Deno.test("watchdog: a guest that does not start its workload in time is killed, 125 + console", async () => {
+  const rootfs = await makeBusyboxRootfs();
+  const stateDir = `/run/nbxq-wd-${crypto.randomUUID().slice(0, 8)}`;
+  try {
+    const h = await startQemuVm(
+      plan(rootfs, stateDir, { kind: "nics", nics: [] }),
+      nullStdio(),
+      { bootTimeoutMs: 1500 },
+    );
+    const exit = await h.exited;
+    await h.dispose();
+    equal(exit.code, 125);
+    match(exit.error ?? "", /did not start the workload within 1\.5 s \(killed\)/);
+    match(exit.error ?? "", /--- console \(.*console\.log\) ---\n/);
+    ok(await gone(stateDir));
+    let alive = true;
+    try {
+      Deno.kill(h.pid, "SIGCONT");
+    } catch {
+      alive = false;
+    }
+    ok(!alive, "QEMU is gone");
+  } finally {
+    await Deno.remove(rootfs, { recursive: true });
+  }
+});
+
+Deno.test("bad networks fail before boot with the field named; nothing is left behind", async () => {
+  const rootfs = await makeBusyboxRootfs();
+  const ns = await makeTestNetns("nbxqb", { defaultRoute: false });
+  try {
+    const nic = {
+      name: "eth0",
+      socket: "/run/nbxq-no-such-provider.sock",
+      mode: "unixstream" as const,
+      mac: "52:54:00:00:00:01",
+      features: 0,
+      vfkit: false,
+      vnetHdr: false,
+      dhcp: true,
+      addrs: [],
+      defaultRoute: true,
+    };
+    const s1 = `/run/nbxq-bad-${crypto.randomUUID().slice(0, 8)}`;
+    await rejects(
+      startQemuVm(plan(rootfs, s1, { kind: "nics", nics: [nic] }), nullStdio()),
+      /network 0: socket "\/run\/nbxq-no-such-provider\.sock": does not exist; start the provider first/,
+    );
+    ok(await gone(s1), "state dir removed");
+    const s2 = `/run/nbxq-bad-${crypto.randomUUID().slice(0, 8)}`;
+    await rejects(
+      startQemuVm(
+        plan(rootfs, s2, { kind: "nics", nics: [{ ...nic, vnetHdr: true }] }),
+        nullStdio(),
+      ),
+      /network 0: vnet_hdr=true/,
+    );
+    ok(await gone(s2));
+    const s4 = `/run/nbxq-bad-${crypto.randomUUID().slice(0, 8)}`;
+    await Deno.mkdir(s4);
+    await Deno.writeTextFile(`${s4}/ns`, "x");
+    await rejects(
+      startQemuVm(
+        { ...plan(rootfs, `${s4}/state`, { kind: "tsi", ports: [] }), netns: `${s4}/ns` },
+        nullStdio(),
+      ),
+      /--netns ".*\/ns": is not a namespace file/,
+    );
+    ok(await gone(`${s4}/state`));
+    await Deno.remove(s4, { recursive: true });
+    const long = `/run/nbxq-bad-${"x".repeat(100)}`;
+    await rejects(
+      startQemuVm(plan(rootfs, long, { kind: "tsi", ports: [] }), nullStdio()),
+      /state dir: channel socket ".*": 123 bytes; UNIX socket paths hold at most 107/,
+    );
+    ok(await gone(long));
+    // Default network in a netns with no default route: passt cannot serve, said clearly.
+    const s3 = `/run/nbxq-bad-${crypto.randomUUID().slice(0, 8)}`;
+    await rejects(
+      startQemuVm({ ...plan(rootfs, s3, { kind: "tsi", ports: [] }), netns: ns.path }, nullStdio()),
+      /passt needs an interface with a default route in netns/,
+    );
+    ok(await gone(s3));
+    const ps = await new Deno.Command("pgrep", { args: ["-f", s3], stdout: "piped" }).output();
+    match(new TextDecoder().decode(ps.stdout), /^$/, "no passt or qemu left running");
+  } finally {
+    await ns.delete();
+    await Deno.remove(rootfs, { recursive: true });
+  }
+});
