@@ -70,8 +70,26 @@ export async function dispatch(argv: string[], invokedAs: string): Promise<numbe
   return await (await cmd.load())(rest);
 }
 
+/**
+ * The name the program was started under: NERDBOX_INVOKED_AS (set by bin/nerdbox), else argv[0]
+ * from /proc/self/cmdline (a compiled binary run through the containerd-shim-nerdbox-v1 symlink;
+ * Deno.execPath() would resolve the symlink).
+ */
+export function invokedName(): string {
+  const fromLauncher = Deno.env.get("NERDBOX_INVOKED_AS");
+  if (fromLauncher) return fromLauncher;
+  try {
+    const argv0 = Deno.readTextFileSync("/proc/self/cmdline").split("\0")[0];
+    if (argv0) return argv0.split("/").pop()!;
+  } catch {
+    // no procfs: fall back to the executable's name
+  }
+  return Deno.execPath().split("/").pop() ?? "nerdbox";
+}
+
 if (import.meta.main) {
-  const invokedAs = Deno.env.get("NERDBOX_INVOKED_AS") ??
-    Deno.execPath().split("/").pop() ?? "nerdbox";
-  Deno.exitCode = await dispatch(Deno.args, invokedAs);
+  const name = invokedName();
+  // The launcher's variable must not leak into processes nerdbox starts (e.g. the shim daemon).
+  Deno.env.delete("NERDBOX_INVOKED_AS");
+  Deno.exitCode = await dispatch(Deno.args, name);
 }
