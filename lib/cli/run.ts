@@ -360,7 +360,7 @@ export async function main(argv: string[]): Promise<number> {
       ...(flags.backend !== undefined ? { backend: flags.backend } : {}),
     });
     for (const w of warnings) err(`warning: ${w}`);
-    if (spec.netns !== undefined) {
+    if (spec.netns !== undefined && !flags.cni) {
       validateNetnsPath(spec.netns, flags.netns !== undefined ? "--netns" : "config.json netns");
     }
     if (flags.cni && !flags.dryRun) cni = await attachSpecToCni(spec, flags.cni);
