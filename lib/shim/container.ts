@@ -35,6 +35,8 @@ export class Proc {
   io?: ProcessIo;
   #exited = Promise.withResolvers<void>();
   #signal?: (signo: number) => Promise<void>;
+  /** Resizes an exec'd process's terminal (set when the backend's process offers it). */
+  resize?: (cols: number, rows: number) => Promise<void>;
 
   /** `execId` is "" for the init process. */
   constructor(execId: string, stdio: StdioPaths) {
@@ -214,13 +216,16 @@ export class Container {
         terminal: p.stdio.terminal,
       });
     } catch (err) {
+      // The guest's status when it could not start the process (127 not found, 126 not runnable).
+      const code = (err as { code?: unknown })?.code;
       await p.finish(
-        126,
+        typeof code === "number" && Number.isInteger(code) && code > 0 && code < 256 ? code : 126,
         `nerdbox: exec ${p.execId}: ${err instanceof Error ? err.message : err}\n`,
       );
       throw err;
     }
     p.running(proc.pid, (signo) => proc.signal(signo));
+    if (proc.resize) p.resize = (cols, rows) => proc.resize!(cols, rows);
     this.#events.started(this, p);
     proc.exited.then(
       async (exit) => {

@@ -455,8 +455,10 @@ export class TaskService {
   async resizePty(req: pb.ResizePtyRequest): Promise<void> {
     const [c, p] = this.#proc(req.id, req.execId);
     if (!p.stdio.terminal) return;
-    if (c.vm?.resize && p === c.init) await c.vm.resize(req.width, req.height);
-    else this.#opts.log("debug", `resize ${req.width}x${req.height} not forwarded`, c.id);
+    if (p === c.init && c.vm?.resize) await c.vm.resize(req.width, req.height);
+    else if (p !== c.init && p.resize && p.state === "running") {
+      await p.resize(req.width, req.height);
+    } else this.#opts.log("debug", `resize ${req.width}x${req.height} not forwarded`, c.id);
   }
 
   /** Exec: registers an extra process (OCI Process JSON in `spec`); Start runs it. */

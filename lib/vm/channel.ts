@@ -2,11 +2,14 @@
  * Host side of the guest control channel (lib/guest_protocol.ts), backend-neutral: both the
  * libkrun and the QEMU backend hand it the connected `nerdbox.ctl` stream. It waits for HELLO,
  * sends CONFIG, forwards stdin and signals, copies STDOUT/STDERR and maps EXIT/ERROR to a VmExit.
+ * The same channel multiplexes processes started later with EXEC frames (`exec`): each has its
+ * own frame process id, stdio, stdin pump and exit.
  */
 import {
   decodeJson,
   encodeFrame,
   encodeJsonFrame,
+  type ExecRequest,
   type Frame,
   FrameDecoder,
   GUEST_EXIT,
@@ -14,10 +17,13 @@ import {
   type GuestConfig,
   type GuestError,
   type GuestNetworkReport,
+  type GuestProcess,
   type GuestRootfs,
   MsgType,
 } from "../guest_protocol.ts";
-import type { VmExit, VmPlan, VmStdio } from "./types.ts";
+import type { ProcessSpec } from "../spec/types.ts";
+import { OutputQueue } from "./output_queue.ts";
+import type { VmExit, VmHandle, VmPlan, VmProcess, VmStdio } from "./types.ts";
 
 /** The byte stream the channel runs over (a Deno.Conn, or any duplex with the same shape). */
 export interface ChannelStream {
@@ -68,22 +74,113 @@ export function buildGuestConfig(plan: VmPlan, rootfs: GuestRootfs): GuestConfig
   };
 }
 
-/** Maps a guest ERROR payload to the VmExit nerdbox reports (distinct status per kind). */
-export function guestErrorExit(err: GuestError): VmExit {
-  const code = Number.isInteger(err.code) && err.code! >= 0 && err.code! <= 255
-    ? err.code!
-    : GUEST_EXIT[err.kind] ?? 125;
-  return { code, error: `guest init: ${err.kind}: ${err.message}` };
+/** Escapes control characters in guest-supplied text (it ends up on the operator's terminal). */
+export function printable(text: unknown): string {
+  return String(text).replace(
+    // deno-lint-ignore no-control-regex
+    /[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
 }
 
-/** The host end of one VM's control channel. Single reader: iterate frames or call `run`. */
+/** Maps a guest ERROR payload to the VmExit nerdbox reports (distinct status per kind). */
+export function guestErrorExit(err: GuestError): VmExit {
+  const known = typeof err.kind === "string" && Object.hasOwn(GUEST_EXIT, err.kind);
+  const code = Number.isInteger(err.code) && err.code! >= 0 && err.code! <= 255
+    ? err.code!
+    : known
+    ? GUEST_EXIT[err.kind]
+    : 125;
+  return { code, error: `guest init: ${printable(err.kind)}: ${printable(err.message)}` };
+}
+
+/** Thrown by `GuestChannel.exec` when the guest could not start the process (ERROR frame). */
+export class GuestExecError extends Error {
+  /** The status the guest reported (127: not found, 126: not executable). */
+  readonly code: number;
+  /** The guest's error kind (`exec`, or `config` for a process it refused). */
+  readonly kind: string;
+
+  /** Builds the error from the guest's report. */
+  constructor(kind: string, message: string, code: number) {
+    super(message);
+    this.name = "GuestExecError";
+    this.kind = kind;
+    this.code = code;
+  }
+}
+
+/** Options of a GuestChannel. */
+export interface GuestChannelOptions {
+  /** Bound (bytes) of each process stream's queued output; see OutputQueue. */
+  outputLimit?: number;
+}
+
+/** A process started in the guest by `GuestChannel.exec`. */
+export interface ChannelProcess extends VmProcess {
+  /** The process id used in frame headers. */
+  readonly id: number;
+  /** Resizes the process's terminal (RESIZE frame); a no-op once it exited. */
+  resize(cols: number, rows: number): Promise<void>;
+  /** Output bytes dropped so far because a consumer fell too far behind. */
+  dropped(): number;
+}
+
+/** The host-side state of one guest process (0 = the init workload). */
+interface Session {
+  id: number;
+  out: OutputQueue;
+  err: OutputQueue;
+  pid?: number;
+  error?: GuestError;
+  ended: boolean;
+  started: PromiseWithResolvers<number>;
+  exited: PromiseWithResolvers<VmExit>;
+  stdin?: ReadableStreamDefaultReader<Uint8Array>;
+}
+
+/** Parses an EXIT payload's status (0-255), or undefined. */
+function exitCode(payload: Uint8Array): number | undefined {
+  const { code } = decodeJson<{ code?: unknown }>(payload);
+  return typeof code === "number" && Number.isInteger(code) && code >= 0 && code <= 255
+    ? code
+    : undefined;
+}
+
+function checkSignal(signo: number): void {
+  if (!Number.isInteger(signo) || signo < 1 || signo > 64) {
+    throw new Error(`signal ${signo}: expected a signal number 1-64`);
+  }
+}
+
+function checkSize(cols: number, rows: number): void {
+  for (const [name, v] of [["cols", cols], ["rows", rows]] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffff) {
+      throw new Error(`resize: ${name} ${v}: expected an integer 0-65535`);
+    }
+  }
+}
+
+/**
+ * The host end of one VM's control channel. `run` is the single reader: it drives the init
+ * workload's session and routes every other process's frames (started by `exec`) to that
+ * process's own stdio and exit, each stream through its own bounded queue (OutputQueue): an exec'd
+ * process's slow consumer never stalls the others (beyond the bound its output is dropped, and a
+ * note says so on its stderr); the workload's output is never dropped (a full queue stops the
+ * reader, i.e. back-pressure into the guest).
+ */
 export class GuestChannel {
   #stream: ChannelStream;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #closed = false;
   #hello = false;
   #ended = false;
-  #stdinReader?: ReadableStreamDefaultReader<Uint8Array>;
+  #over = false;
+  #configured = Promise.withResolvers<boolean>();
+  #procs = new Map<number, Session>();
+  #nextId = 1;
+  #stdinReaders = new Set<ReadableStreamDefaultReader<Uint8Array>>();
+  #outputLimit?: number;
 
   /** Whether the guest said HELLO (its init is up). */
   get helloSeen(): boolean {
@@ -95,10 +192,21 @@ export class GuestChannel {
     return this.#ended;
   }
 
+  /** Whether the session is over (the workload exited, the guest failed, or the stream ended). */
+  get sessionOver(): boolean {
+    return this.#over || this.#closed;
+  }
+
   /** Wraps a connected stream (the `nerdbox.ctl` port). */
-  constructor(stream: ChannelStream) {
+  constructor(stream: ChannelStream, opts: GuestChannelOptions = {}) {
     this.#stream = stream;
     this.#writer = stream.writable.getWriter();
+    this.#outputLimit = opts.outputLimit;
+  }
+
+  /** Resolves true once CONFIG was sent, false if the session ended before that. */
+  configured(): Promise<boolean> {
+    return this.#configured.promise;
   }
 
   /** Sends one raw frame. */
@@ -148,15 +256,72 @@ export class GuestChannel {
     }
   }
 
+  #open(id: number, stdio: VmStdio): Session {
+    // The workload's output is never dropped: a full queue stops the reader (back-pressure into
+    // the guest). An exec'd process's consumer must not stall the others: its excess is dropped.
+    const policy = id === 0 ? "wait" : "drop";
+    const s: Session = {
+      id,
+      out: new OutputQueue(stdio.stdout, this.#outputLimit, policy),
+      err: new OutputQueue(stdio.stderr, this.#outputLimit, policy),
+      ended: false,
+      started: Promise.withResolvers<number>(),
+      exited: Promise.withResolvers<VmExit>(),
+    };
+    s.started.promise.catch(() => {}); // observed by exec; unobserved for the workload
+    this.#procs.set(id, s);
+    return s;
+  }
+
+  /** Ends a session: stops its stdin, writes out its output, then settles its promises. */
+  async #finish(s: Session, exit: VmExit): Promise<void> {
+    if (s.ended) return;
+    s.ended = true;
+    this.#procs.delete(s.id);
+    if (s.id !== 0 && s.stdin) void s.stdin.cancel().catch(() => {});
+    await s.out.close();
+    const dropped = s.out.dropped + s.err.dropped;
+    await s.err.close(
+      dropped > 0
+        ? new TextEncoder().encode(
+          `nerdbox: ${dropped} bytes of output were dropped: the reader fell too far behind\n`,
+        )
+        : undefined,
+    );
+    if (s.pid === undefined) {
+      s.started.reject(
+        s.error
+          ? new GuestExecError(
+            printable(s.error.kind),
+            `the guest could not start the process: ${
+              printable(s.error.message)
+            } (status ${exit.code})`,
+            exit.code,
+          )
+          : new Error(exit.error ?? `the process ended (status ${exit.code}) before it started`),
+      );
+    }
+    s.exited.resolve(exit);
+  }
+
+  /** The exit of exec'd session `s` from its EXIT payload. */
+  #execExit(s: Session, payload: Uint8Array): VmExit {
+    const code = exitCode(payload);
+    if (code === undefined) {
+      return { code: 125, error: `guest reported an invalid exit status for process ${s.id}` };
+    }
+    return s.error ? { code, error: guestErrorExit({ ...s.error, code }).error } : { code };
+  }
+
   /**
    * Runs the init workload's session: waits for HELLO, sends `config`, copies stdin to the guest
    * and STDOUT/STDERR to `stdio`, and resolves with the workload's exit (EXIT), the guest's
    * setup failure (ERROR) or a channel error (the stream ended first). Closes stdio's writers.
+   * Frames of exec'd processes are routed to them meanwhile; those still running when the
+   * session ends exit with 137 and an error.
    */
   async run(config: GuestConfig, stdio: VmStdio, events: ChannelEvents = {}): Promise<VmExit> {
-    const out = stdio.stdout.getWriter();
-    const err = stdio.stderr.getWriter();
-    let stdinPump: Promise<void> | undefined;
+    const init = this.#open(0, stdio);
     let result: VmExit | undefined;
     try {
       for await (const f of this.frames()) {
@@ -172,56 +337,156 @@ export class GuestChannel {
             break;
           }
           await this.sendConfig(config);
+          this.#configured.resolve(true);
           // Without stdin the workload reads EOF at once.
-          stdinPump = stdio.stdin ? this.#pumpStdin(stdio.stdin) : this.sendStdinEof();
-        } else if (f.proc !== 0) {
-          continue; // exec'd processes are not handled by this session
-        } else if (f.type === MsgType.STDOUT) {
-          await out.write(f.payload);
-        } else if (f.type === MsgType.STDERR) {
-          await err.write(f.payload);
-        } else if (f.type === MsgType.EXIT) {
-          this.#ended = true;
-          const { code } = decodeJson<{ code: number }>(f.payload);
-          result = Number.isInteger(code) && code >= 0 && code <= 255
-            ? { code }
-            : { code: 125, error: `guest reported an invalid exit status ${JSON.stringify(code)}` };
-          break;
-        } else if (f.type === MsgType.ERROR) {
-          this.#ended = true;
-          result = guestErrorExit(decodeJson<GuestError>(f.payload));
-          break;
-        } else if (f.type === MsgType.LOG) {
+          const pump = stdio.stdin ? this.#pumpStdin(stdio.stdin, init) : this.sendStdinEof();
+          void pump.catch(() => {});
+          continue;
+        }
+        if (f.type === MsgType.LOG) {
           events.onLog?.(new TextDecoder().decode(f.payload));
-        } else if (f.type === MsgType.NETWORK) {
+          continue;
+        }
+        if (f.type === MsgType.NETWORK) {
           events.onNetwork?.(decodeJson<GuestNetworkReport>(f.payload));
+          continue;
+        }
+        const s = this.#procs.get(f.proc);
+        if (!s) continue; // a process that already ended, or one the host never started
+        if (f.type === MsgType.STDOUT) {
+          await s.out.push(f.payload);
+        } else if (f.type === MsgType.STDERR) {
+          await s.err.push(f.payload);
         } else if (f.type === MsgType.STARTED) {
-          events.onStarted?.(decodeJson<{ pid: number }>(f.payload).pid);
+          const pid = decodeJson<{ pid: number }>(f.payload).pid;
+          s.pid = pid;
+          if (s.id === 0) events.onStarted?.(pid);
+          else s.started.resolve(pid);
+        } else if (f.type === MsgType.ERROR) {
+          const err = decodeJson<GuestError>(f.payload);
+          if (s.id !== 0) {
+            s.error = err; // its EXIT follows
+            continue;
+          }
+          this.#ended = true;
+          result = guestErrorExit(err);
+          break;
+        } else if (f.type === MsgType.EXIT) {
+          if (s.id !== 0) {
+            void this.#finish(s, this.#execExit(s, f.payload));
+            continue;
+          }
+          this.#ended = true;
+          const code = exitCode(f.payload);
+          result = code !== undefined ? { code } : {
+            code: 125,
+            error: `guest reported an invalid exit status ${
+              JSON.stringify(decodeJson<{ code?: unknown }>(f.payload).code)
+            }`,
+          };
+          break;
         }
       }
     } catch (e) {
       result = { code: 125, error: `guest channel: ${(e as Error).message}` };
-    } finally {
-      await out.close().catch(() => {});
-      await err.close().catch(() => {});
     }
-    void stdinPump?.catch(() => {});
-    return result ?? { code: 125, error: "the guest channel closed before the workload exited" };
+    this.#over = true;
+    this.#configured.resolve(false);
+    result ??= { code: 125, error: "the guest channel closed before the workload exited" };
+    for (const s of [...this.#procs.values()]) {
+      if (s.id === 0) continue;
+      void this.#finish(s, {
+        code: s.pid === undefined ? 125 : 137,
+        error: s.pid === undefined
+          ? `the VM ended before process ${s.id} started`
+          : `the VM ended (its workload exited) before process ${s.id} did`,
+      });
+    }
+    await this.#finish(init, result);
+    return result;
   }
 
-  async #pumpStdin(stdin: ReadableStream<Uint8Array>): Promise<void> {
-    const reader = stdin.getReader();
-    this.#stdinReader = reader;
+  /**
+   * Starts `process` in the running guest (EXEC frame with a fresh process id) once CONFIG was
+   * sent, and resolves when the guest reports it STARTED; its stdin is then forwarded (EOF when
+   * `stdio.stdin` is absent or ends). Rejects with a GuestExecError when the guest cannot start
+   * it (its stdio writers are closed then too), or an Error when the session is over.
+   */
+  async exec(process: GuestProcess, stdio: VmStdio): Promise<ChannelProcess> {
+    const refuse = async (message: string): Promise<never> => {
+      await stdio.stdout.close().catch(() => {});
+      await stdio.stderr.close().catch(() => {});
+      throw new Error(message);
+    };
+    if (!Array.isArray(process.args) || process.args.length === 0) {
+      return await refuse("exec: process.args: expected at least one argument");
+    }
+    if (!(await this.#configured.promise) || this.sessionOver) {
+      return await refuse(
+        "exec: the guest is not running (its workload ended or it never started)",
+      );
+    }
+    const id = this.#nextId++;
+    const s = this.#open(id, stdio);
+    const request: ExecRequest = {
+      args: [...process.args],
+      env: [...process.env],
+      cwd: process.cwd,
+      uid: process.uid,
+      gid: process.gid,
+      terminal: process.terminal,
+    };
     try {
-      while (!this.#closed) {
+      await this.#writer.write(encodeJsonFrame(MsgType.EXEC, id, request));
+    } catch (e) {
+      const error = `exec: the guest channel failed: ${(e as Error).message}`;
+      await this.#finish(s, { code: 125, error });
+      throw new Error(error);
+    }
+    const pid = await s.started.promise;
+    if (!s.ended) {
+      const pump = stdio.stdin ? this.#pumpStdin(stdio.stdin, s) : this.sendStdinEof(id);
+      void pump.catch(() => {});
+    }
+    return {
+      id,
+      pid,
+      exited: s.exited.promise,
+      signal: async (signo: number) => {
+        checkSignal(signo);
+        if (s.ended || this.sessionOver) return;
+        await this.sendSignal(signo, id);
+      },
+      resize: async (cols: number, rows: number) => {
+        checkSize(cols, rows);
+        if (s.ended || this.sessionOver) return;
+        await this.sendResize(cols, rows, id);
+      },
+      dropped: () => s.out.dropped + s.err.dropped,
+    };
+  }
+
+  /** Resizes the init workload's terminal once CONFIG was sent; a no-op after the session. */
+  async resize(cols: number, rows: number): Promise<void> {
+    checkSize(cols, rows);
+    if (!(await this.#configured.promise) || this.sessionOver) return;
+    await this.sendResize(cols, rows, 0);
+  }
+
+  async #pumpStdin(stdin: ReadableStream<Uint8Array>, s: Session): Promise<void> {
+    const reader = stdin.getReader();
+    s.stdin = reader;
+    this.#stdinReaders.add(reader);
+    try {
+      while (!this.#closed && !s.ended) {
         const { value, done } = await reader.read();
         if (done) break;
-        if (this.#closed) return;
-        await this.sendStdin(value);
+        if (this.#closed || s.ended) return;
+        await this.sendStdin(value, s.id);
       }
-      if (!this.#closed) await this.sendStdinEof();
+      if (!this.#closed && !s.ended) await this.sendStdinEof(s.id);
     } finally {
-      this.#stdinReader = undefined;
+      this.#stdinReaders.delete(reader);
       reader.releaseLock();
     }
   }
@@ -230,8 +495,9 @@ export class GuestChannel {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#configured.resolve(false);
     // Stop reading stdin (a terminal would otherwise keep the caller alive).
-    void this.#stdinReader?.cancel().catch(() => {});
+    for (const r of this.#stdinReaders) void r.cancel().catch(() => {});
     this.#writer.releaseLock();
     try {
       this.#stream.close();
@@ -239,4 +505,29 @@ export class GuestChannel {
       // already closed
     }
   }
+}
+
+/**
+ * The VmHandle `exec` and `resize` of a backend whose channel becomes available through `ready`
+ * (undefined when the guest never connected).
+ */
+export function channelHandleOps(
+  ready: Promise<GuestChannel | undefined>,
+): Required<Pick<VmHandle, "exec" | "resize">> {
+  return {
+    async exec(process: ProcessSpec, stdio: VmStdio): Promise<VmProcess> {
+      const c = await ready;
+      if (!c) {
+        await stdio.stdout.close().catch(() => {});
+        await stdio.stderr.close().catch(() => {});
+        throw new Error("exec: the VM is not running");
+      }
+      return await c.exec(process, stdio);
+    },
+    async resize(cols: number, rows: number): Promise<void> {
+      checkSize(cols, rows);
+      const c = await ready;
+      if (c) await c.resize(cols, rows);
+    },
+  };
 }

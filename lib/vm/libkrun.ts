@@ -13,10 +13,11 @@ import {
 } from "../../ffi/libkrun.ts";
 import { CHANNEL_PORT_NAME } from "../guest_protocol.ts";
 import { SpecValidationError } from "../spec/types.ts";
-import { buildGuestConfig, GuestChannel } from "./channel.ts";
+import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
 import { kvmStatus, vnetHdrError } from "./plan.ts";
 import { locateLibkrun } from "./libkrun_locate.ts";
-import type { VmExit, VmHandle, VmPlan, VmStdio } from "./types.ts";
+import type { ProcessSpec } from "../spec/types.ts";
+import type { VmExit, VmHandle, VmPlan, VmProcess, VmStdio } from "./types.ts";
 
 /** A JSON-friendly argument of a libkrun call. */
 export type KrunArg = string | number | boolean | string[] | null;
@@ -470,6 +471,8 @@ class LibkrunVm implements VmHandle {
   #child: Deno.ChildProcess;
   #listener: Deno.UnixListener;
   #channel?: GuestChannel;
+  /** Settles with the channel once the guest connected (undefined if it never did). */
+  #channelReady = Promise.withResolvers<GuestChannel | undefined>();
   #status: Promise<Deno.CommandStatus>;
   #done = false;
   #disposed?: Promise<void>;
@@ -492,6 +495,7 @@ class LibkrunVm implements VmHandle {
     const outputs = Promise.all([copy(child.stdout), copy(child.stderr)]).catch(() => {});
     this.exited = this.#run(stdio, tail, outputs).finally(() => {
       this.#done = true;
+      this.#channelReady.resolve(undefined); // no-op when the guest had connected
     });
   }
 
@@ -504,6 +508,7 @@ class LibkrunVm implements VmHandle {
     if (accepted) {
       const channel = new GuestChannel(accepted);
       this.#channel = channel;
+      this.#channelReady.resolve(channel);
       const config = buildGuestConfig(this.#plan, { kind: "virtiofs", tag: ROOTFS_TAG });
       // A guest that never comes up must not hang the caller.
       const boot = setTimeout(() => {
@@ -516,6 +521,7 @@ class LibkrunVm implements VmHandle {
       if (channel.guestEnded) exit = r;
       channel.close();
     } else {
+      this.#channelReady.resolve(undefined);
       await stdio.stdout.close().catch(() => {});
       await stdio.stderr.close().catch(() => {});
     }
@@ -554,6 +560,11 @@ class LibkrunVm implements VmHandle {
   async resize(cols: number, rows: number): Promise<void> {
     if (this.#done || !this.#channel?.helloSeen) return;
     await this.#channel.sendResize(cols, rows);
+  }
+
+  /** Starts another process in the running guest over the channel (EXEC frame). */
+  exec(process: ProcessSpec, stdio: VmStdio): Promise<VmProcess> {
+    return channelHandleOps(this.#channelReady.promise).exec(process, stdio);
   }
 
   dispose(): Promise<void> {

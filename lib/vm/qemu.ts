@@ -5,12 +5,15 @@
  * the guest session over the `nerdbox.ctl` port.
  */
 import type { VmExit, VmHandle, VmPlan, VmStdio } from "./types.ts";
-import { buildGuestConfig, GuestChannel } from "./channel.ts";
+import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
 import { ensureGuestImage, type GuestImage, PROBE_OK_MARKER } from "./guest_image.ts";
 import { hostTscKhz } from "./kernel.ts";
 import { makeRootfsImage } from "./rootfs_image.ts";
 import { type PasstHandle, startPasst } from "../net/passt.ts";
 import { spawnInNetns, validateNetnsPath } from "../net/netns.ts";
+import { startTcRedirect, type TcRedirect } from "../net/tc_redirect.ts";
+import { procRef, type RunRecord, sweepDeadRuns, writeRunRecord } from "./run_state.ts";
+import type { PortSpec } from "../spec/types.ts";
 import { sendVfkitHandshake } from "../../ffi/unix_dgram.ts";
 import { type QemuAccel, qemuArgv, type QemuNic, ROOTFS_GUEST_DEVICE } from "./qemu_argv.ts";
 import type { GuestNetwork, GuestNetworkReport } from "../guest_protocol.ts";
@@ -191,6 +194,50 @@ function checkSocketPath(path: string, what: string): void {
   }
 }
 
+/**
+ * True when the default network of a plan in a prepared netns uses the pod interface (tc
+ * redirect) rather than a private passt: always, except when a published port asks for a
+ * translation only passt can do (a host IP, or a host port other than the guest port), or a
+ * test wants passt without DHCP.
+ */
+export function podMode(
+  netns: string | undefined,
+  ports: PortSpec[],
+  opts: Pick<QemuVmOptions, "passtNoDhcp"> = {},
+): boolean {
+  if (netns === undefined || opts.passtNoDhcp) return false;
+  return ports.every((p) => p.hostIp === undefined && p.hostPort === p.guestPort);
+}
+
+/**
+ * DNS for a guest on the pod interface (no DHCP there): the netns's own resolv.conf
+ * (`/etc/netns/<name>/resolv.conf`, as `ip netns exec` uses) or the host's, without loopback
+ * servers the guest cannot reach.
+ */
+export async function podDns(
+  netns: string,
+): Promise<{ nameservers: string[]; search: string[]; options: string[] }> {
+  const m = /^\/(?:var\/)?run\/netns\/([^/]+)$/.exec(netns);
+  const files = [...(m ? [`/etc/netns/${m[1]}/resolv.conf`] : []), "/etc/resolv.conf"];
+  let text = "";
+  for (const f of files) {
+    text = await Deno.readTextFile(f).catch(() => "");
+    if (text) break;
+  }
+  const out = { nameservers: [] as string[], search: [] as string[], options: [] as string[] };
+  for (const line of text.split("\n")) {
+    const [key, ...vals] = line.trim().split(/\s+/);
+    if (key === "nameserver" && vals[0] && /^[0-9a-fA-F.:]+$/.test(vals[0])) {
+      if (!/^127\.|^::1$/.test(vals[0])) out.nameservers.push(vals[0]);
+    } else if (key === "search" || key === "domain") {
+      out.search = vals.filter((v) => /^[A-Za-z0-9.-]+$/.test(v));
+    } else if (key === "options") {
+      out.options = vals.filter((v) => /^[A-Za-z0-9:_-]+$/.test(v));
+    }
+  }
+  return out;
+}
+
 /** Refuses what this backend cannot run, before anything is built or started. */
 export async function checkPlan(plan: VmPlan): Promise<void> {
   if (!plan.stateDir.startsWith("/")) {
@@ -259,9 +306,15 @@ export async function startQemuVm(
   try {
     const stateDir = plan.stateDir;
     await checkPlan(plan);
+    // Runs whose owner died (SIGKILL) left their dirs next to ours: clean those first.
+    await sweepDeadRuns(stateDir.slice(0, stateDir.lastIndexOf("/")) || "/", stateDir)
+      .catch(() => {});
     // The plan's state dir is this backend's to create and remove (VmPlan.stateDir).
     await Deno.mkdir(stateDir, { recursive: true });
     cleanups.push(() => Deno.remove(stateDir, { recursive: true }).catch(() => {}));
+    const record: RunRecord = { version: 1, owner: procRef(Deno.pid)! };
+    const saveRecord = () => writeRunRecord(stateDir, record);
+    await saveRecord();
     // passt runs as nobody and must reach its socket dir inside stateDir.
     const st = await Deno.stat(stateDir);
     if (((st.mode ?? 0) & 0o001) === 0) await Deno.chmod(stateDir, (st.mode ?? 0o700) | 0o011);
@@ -277,7 +330,26 @@ export async function startQemuVm(
     const nics: QemuNic[] = [];
     let guestNetworks: GuestNetwork[] = [];
     let passt: PasstHandle | undefined;
-    if (plan.network.kind === "tsi") {
+    let redirect: TcRedirect | undefined;
+    if (plan.network.kind === "tsi" && podMode(plan.netns, plan.network.ports, opts)) {
+      // A prepared netns: the VM takes over the pod interface (docs/cni.md "Joining a prepared
+      // netns"), so every port the guest serves answers at the pod IP.
+      redirect = await startTcRedirect(plan.netns!);
+      const r = redirect;
+      cleanups.push(() => r.undo());
+      record.netns = plan.netns;
+      record.tcRedirect = { tap: r.tap, dev: r.pod.name, txqlen: r.pod.txqlen };
+      await saveRecord();
+      nics.push({ mac: r.pod.mac, netdev: { kind: "tap", ifname: r.tap } });
+      guestNetworks = [{
+        mac: r.pod.mac,
+        dhcp: false,
+        addrs: [...r.pod.addrs],
+        defaultRoute: true,
+        gateway4: r.pod.gateway4,
+        mtu: r.pod.mtu,
+      }];
+    } else if (plan.network.kind === "tsi") {
       passt = await startPasst({
         dir: `${stateDir}/passt`,
         ports: plan.network.ports,
@@ -285,6 +357,9 @@ export async function startQemuVm(
         noDhcp: opts.passtNoDhcp,
       });
       const p = passt;
+      const ref = procRef(p.pid);
+      if (ref) record.passt = ref;
+      await saveRecord();
       cleanups.push(async () => {
         await p.stop();
         await Deno.remove(`${stateDir}/passt`, { recursive: true }).catch(() => {});
@@ -316,6 +391,7 @@ export async function startQemuVm(
       fstype: "ext4",
     });
     config.networks = guestNetworks;
+    if (redirect && !config.dns) config.dns = await podDns(plan.netns!);
     if (opts.dhcpTimeoutMs !== undefined) config.dhcpTimeoutMs = opts.dhcpTimeoutMs;
 
     // Channel: the host listens, QEMU connects.
@@ -364,6 +440,11 @@ export async function startQemuVm(
       );
     }
     phase("spawned");
+    const qref = procRef(child.pid);
+    if (qref) {
+      record.qemu = qref;
+      await saveRecord().catch(() => {});
+    }
     const qemuStderr = streamTail(child.stderr);
     let qemuDone = false;
     const qemuStatus = child.status.then((s) => {
@@ -454,6 +535,8 @@ export async function startQemuVm(
         if (!c) throw new Error("the VM is not running");
         await c.sendSignal(signo);
       },
+      // exec'd processes and terminal resizes go over the same channel (lib/vm/channel.ts).
+      ...channelHandleOps(channelReady),
       async dispose() {
         if (disposed) return await exited.then(() => {});
         disposed = true;

@@ -88,6 +88,8 @@ export interface VmProcess {
   signal(signo: number): Promise<void>;
   /** Resolves with its exit once every byte of its output was copied. */
   readonly exited: Promise<VmExit>;
+  /** Optional: resizes the process's terminal (RESIZE frame); the shim's ResizePty uses it. */
+  resize?(cols: number, rows: number): Promise<void>;
 }
 
 /** Where the workload's stdio goes. Streams are written to and closed by the backend. */

@@ -13,7 +13,7 @@ import {
   type GuestConfig,
   MsgType,
 } from "../../lib/guest_protocol.ts";
-import { buildGuestConfig, GuestChannel } from "../../lib/vm/channel.ts";
+import { buildGuestConfig, GuestChannel, guestErrorExit } from "../../lib/vm/channel.ts";
 import type { VmPlan } from "../../lib/vm/types.ts";
 
 const PLAN: VmPlan = {
@@ -204,4 +204,210 @@ Deno.test("run: the stream ending before EXIT is a 125 channel error; a wrong ve
   } finally {
     await q.cleanup();
   }
+});
+
+/** Starts a session on a fresh pair, answers HELLO, and reads CONFIG + the init's STDIN_EOF. */
+async function session(opts: { outputLimit?: number } = {}) {
+  const p = await pair();
+  const ch = new GuestChannel(p.host, opts);
+  const out = collector();
+  const err = collector();
+  const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
+    stdout: out.stream,
+    stderr: err.stream,
+  });
+  await p.guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION }));
+  const first = await readFrames(p.guest, 2);
+  assert.deepEqual(first.map((f) => f.type), [MsgType.CONFIG, MsgType.STDIN_EOF]);
+  return { p, ch, out, err, done };
+}
+
+const text = (s: string) => new TextEncoder().encode(s);
+const EXEC_PROC = { args: ["cat"], env: ["PATH=/bin"], cwd: "/", uid: 0, gid: 0, terminal: false };
+
+Deno.test("exec: own process id, stdio routed per process, stdin with EOF, signal, resize, exit", async () => {
+  const { p, ch, out, done } = await session();
+  try {
+    const xo = collector();
+    const xe = collector();
+    const execP = ch.exec(EXEC_PROC, {
+      stdin: ReadableStream.from([text("to-exec")]),
+      stdout: xo.stream,
+      stderr: xe.stream,
+    });
+    const [exec] = await readFrames(p.guest, 1);
+    assert.equal(exec.type, MsgType.EXEC);
+    assert.ok(exec.proc > 0);
+    assert.deepEqual(decodeJson(exec.payload), EXEC_PROC);
+    const id = exec.proc;
+    // Output may come before STARTED; it is kept for the process.
+    await p.guest.write(encodeFrame(MsgType.STDOUT, id, text("x-early ")));
+    await p.guest.write(encodeJsonFrame(MsgType.STARTED, id, { pid: 42 }));
+    const proc = await execP;
+    assert.equal(proc.pid, 42);
+    const stdin = await readFrames(p.guest, 2);
+    assert.deepEqual(stdin.map((f) => [f.type, f.proc]), [
+      [MsgType.STDIN, id],
+      [MsgType.STDIN_EOF, id],
+    ]);
+    assert.equal(new TextDecoder().decode(stdin[0].payload), "to-exec");
+    await proc.signal(10);
+    await proc.resize!(100, 40);
+    const [sig, rs] = await readFrames(p.guest, 2);
+    assert.deepEqual([sig.type, sig.proc, decodeJson(sig.payload)], [MsgType.SIGNAL, id, {
+      signo: 10,
+    }]);
+    assert.deepEqual([rs.type, rs.proc, decodeJson(rs.payload)], [MsgType.RESIZE, id, {
+      cols: 100,
+      rows: 40,
+    }]);
+    await assert.rejects(proc.signal(0), /signal 0: expected a signal number 1-64/);
+    await p.guest.write(encodeFrame(MsgType.STDOUT, 0, text("init-out")));
+    await p.guest.write(encodeFrame(MsgType.STDOUT, id, text("x-out")));
+    await p.guest.write(encodeFrame(MsgType.STDERR, id, text("x-err")));
+    await p.guest.write(encodeJsonFrame(MsgType.EXIT, id, { code: 4 }));
+    assert.deepEqual(await proc.exited, { code: 4 });
+    assert.equal(xo.text(), "x-early x-out");
+    assert.equal(xe.text(), "x-err");
+    assert.ok(xo.closed() && xe.closed(), "the exec's writers are closed at its exit");
+    assert.equal(out.closed(), false, "the init's writer stays open");
+    // A second exec gets a different id.
+    const second = ch.exec(EXEC_PROC, { stdout: collector().stream, stderr: collector().stream });
+    const [exec2] = await readFrames(p.guest, 1);
+    assert.notEqual(exec2.proc, id);
+    await p.guest.write(encodeJsonFrame(MsgType.STARTED, exec2.proc, { pid: 43 }));
+    await second;
+    await p.guest.write(encodeJsonFrame(MsgType.EXIT, 0, { code: 0 }));
+    assert.deepEqual(await done, { code: 0 });
+    assert.equal(out.text(), "init-out");
+    // Still running when the workload ended: 137 with an error.
+    const r2 = await (await second).exited;
+    assert.equal(r2.code, 137);
+    assert.match(r2.error ?? "", /before process \d+ did/);
+    await assert.rejects(
+      ch.exec(EXEC_PROC, { stdout: collector().stream, stderr: collector().stream }),
+      /the guest is not running/,
+    );
+    ch.close();
+  } finally {
+    await p.cleanup();
+  }
+});
+
+Deno.test("exec: a failed start rejects with the guest's status and message; writers closed", async () => {
+  const { p, ch, done } = await session();
+  try {
+    const xo = collector();
+    const xe = collector();
+    const execP = ch.exec({ ...EXEC_PROC, args: ["/bin/nope"] }, {
+      stdout: xo.stream,
+      stderr: xe.stream,
+    });
+    const [exec] = await readFrames(p.guest, 1);
+    await p.guest.write(
+      encodeJsonFrame(MsgType.ERROR, exec.proc, {
+        kind: "exec",
+        message: 'exec: "/bin/nope": no such file or directory',
+        code: 127,
+      }),
+    );
+    await p.guest.write(encodeJsonFrame(MsgType.EXIT, exec.proc, { code: 127 }));
+    await assert.rejects(execP, (e: Error & { code?: number }) => {
+      assert.equal(e.name, "GuestExecError");
+      assert.equal(e.code, 127);
+      assert.match(e.message, /could not start the process: exec: "\/bin\/nope": no such file/);
+      return true;
+    });
+    assert.ok(xo.closed() && xe.closed());
+    await assert.rejects(
+      ch.exec({ ...EXEC_PROC, args: [] }, {
+        stdout: collector().stream,
+        stderr: collector().stream,
+      }),
+      /process\.args: expected at least one argument/,
+    );
+    // The session goes on: the workload's exit still ends it.
+    await p.guest.write(encodeJsonFrame(MsgType.EXIT, 0, { code: 9 }));
+    assert.deepEqual(await done, { code: 9 });
+    ch.close();
+  } finally {
+    await p.cleanup();
+  }
+});
+
+Deno.test("exec: a consumer that never reads does not stall the init; its queue is bounded", async () => {
+  const { p, ch, out, done } = await session({ outputLimit: 64 * 1024 });
+  try {
+    let release!: () => void;
+    const blocked = new Promise<void>((r) => (release = r));
+    let got = 0;
+    const stuck = new WritableStream<Uint8Array>({
+      async write(c) {
+        await blocked; // a reader that does not read until released
+        got += c.length;
+      },
+    }, { highWaterMark: 1 });
+    const xe = collector();
+    const execP = ch.exec(EXEC_PROC, { stdout: stuck, stderr: xe.stream });
+    const [exec] = await readFrames(p.guest, 1);
+    await p.guest.write(encodeJsonFrame(MsgType.STARTED, exec.proc, { pid: 7 }));
+    const proc = await execP;
+    await readFrames(p.guest, 1); // its STDIN_EOF
+    const chunk = new Uint8Array(16 * 1024).fill(0x61);
+    for (let i = 0; i < 32; i++) await p.guest.write(encodeFrame(MsgType.STDOUT, exec.proc, chunk));
+    await p.guest.write(encodeFrame(MsgType.STDOUT, 0, text("init still flows")));
+    await p.guest.write(encodeJsonFrame(MsgType.EXIT, exec.proc, { code: 0 }));
+    await p.guest.write(encodeJsonFrame(MsgType.EXIT, 0, { code: 0 }));
+    assert.deepEqual(await done, { code: 0 }, "the init's session ends while the exec is stuck");
+    assert.equal(out.text(), "init still flows");
+    const dropped = proc.dropped();
+    assert.ok(dropped >= 32 * 16 * 1024 - 64 * 1024 - 16 * 1024, `dropped ${dropped}`);
+    release();
+    assert.deepEqual(await proc.exited, { code: 0 });
+    assert.equal(got + dropped, 32 * 16 * 1024, "every byte is either delivered or counted");
+    assert.match(xe.text(), /nerdbox: \d+ bytes of output were dropped/);
+    ch.close();
+  } finally {
+    await p.cleanup();
+  }
+});
+
+Deno.test("exec: a request made before HELLO waits for CONFIG; one after the stream ended fails", async () => {
+  const p = await pair();
+  try {
+    const ch = new GuestChannel(p.host);
+    const early = ch.exec(EXEC_PROC, { stdout: collector().stream, stderr: collector().stream });
+    const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
+      stdout: collector().stream,
+      stderr: collector().stream,
+    });
+    await p.guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION }));
+    const frames = await readFrames(p.guest, 3);
+    assert.equal(frames[0].type, MsgType.CONFIG, "CONFIG stays the first host→guest frame");
+    assert.deepEqual(
+      frames.map((f) => f.type).sort(),
+      [
+        MsgType.CONFIG,
+        MsgType.STDIN_EOF,
+        MsgType.EXEC,
+      ].sort(),
+    );
+    p.guest.close();
+    const r = await done;
+    assert.equal(r.code, 125);
+    await assert.rejects(early, /the VM ended before process \d+ started/);
+    ch.close();
+  } finally {
+    await p.cleanup();
+  }
+});
+
+Deno.test("guestErrorExit: unknown kinds give 125; control characters are escaped", () => {
+  for (const kind of ["constructor", "toString", "__proto__", "bogus"]) {
+    assert.equal(guestErrorExit({ kind: kind as "config", message: "m" }).code, 125, kind);
+  }
+  assert.equal(guestErrorExit({ kind: "rootfs", message: "m" }).code, 124);
+  assert.equal(guestErrorExit({ kind: "exec", message: "m", code: 126 }).code, 126);
+  const r = guestErrorExit({ kind: "exec", message: "no\u001b]0;x\u0007\r\nfile\u009b" });
+  assert.equal(r.error, "guest init: exec: no\\x1b]0;x\\x07\\x0d\\x0afile\\x9b");
 });

@@ -1,0 +1,77 @@
+/**
+ * Helpers for shim tests driving a private containerd (tests/helpers/containerd.ts): waiting,
+ * `ctr task ls` parsing, and the check that nothing of a container is left behind.
+ */
+import { deepEqual, equal } from "node:assert/strict";
+import { type Containerd, mountsUnder } from "./containerd.ts";
+import { socketPath } from "../../lib/shim/address.ts";
+import { runDirFor } from "../../lib/shim/rundir.ts";
+
+/** Every process (but this one) whose command line contains `needle`. */
+export async function processesWith(needle: string): Promise<string[]> {
+  const found: string[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
+    try {
+      const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
+      if (cmd.includes(needle)) found.push(`${e.name}: ${cmd}`);
+    } catch { /* gone */ }
+  }
+  return found;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.lstat(path).then(() => true, () => false);
+}
+
+/** Polls `fn` until it returns a value (or throws after `ms`). */
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined>,
+  ms = 60_000,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** `ctr task ls` as {id: [pid, status]}. */
+export async function tasks(ctd: Containerd): Promise<Record<string, [number, string]>> {
+  const r = await ctd.ctr(["task", "ls"]);
+  equal(r.code, 0, r.stderr);
+  const out: Record<string, [number, string]> = {};
+  for (const line of r.stdout.trim().split("\n").slice(1)) {
+    const [id, pid, status] = line.trim().split(/\s+/);
+    if (id) out[id] = [Number(pid), status];
+  }
+  return out;
+}
+
+/** Polls until nothing of containers `ids` in namespace `ns` is left, then asserts it. */
+export async function assertNoLeftovers(ctd: Containerd, ids: string[], ns = "default") {
+  const socket = await socketPath(ctd.address, ns, "nerdbox");
+  const runDir = runDirFor(socket);
+  const problems = async () => {
+    const p: string[] = [];
+    for (const d of await processesWith(socket)) p.push(`shim daemon alive: ${d}`);
+    for (const q of await processesWith(runDir)) p.push(`VM process alive: ${q}`);
+    for (const m of await mountsUnder(ctd.state)) p.push(`mount left: ${m}`);
+    if (await exists(socket)) p.push(`socket left: ${socket}`);
+    if (await exists(runDir)) p.push(`run dir left: ${runDir}`);
+    for (const id of ids) {
+      if (await exists(ctd.bundleDir(id, ns))) p.push(`bundle left: ${ctd.bundleDir(id, ns)}`);
+    }
+    return p;
+  };
+  const deadline = Date.now() + 15_000;
+  let left = await problems();
+  while (left.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200));
+    left = await problems();
+  }
+  deepEqual(left, [], `leftovers:\n${left.join("\n")}`);
+}
