@@ -196,10 +196,49 @@ async function readLoop(onConfig: (text: string) => void): Promise<void> {
         deliver(f);
       }
     }
-    if (!finishing) log("the host closed the channel");
+    if (!finishing) await hostGone("the host closed the channel");
   } catch (err) {
-    if (!finishing) log(`channel read failed: ${errorText(err)}`);
+    if (!finishing) await hostGone(`channel read failed: ${errorText(err)}`);
   }
+}
+
+/** Exit status when the host went away (nobody reads it: the host is gone). */
+const HOST_GONE_EXIT = 137;
+
+/**
+ * The host end of the channel is gone (nerdbox or the shim was killed; on the virtio port the
+ * read returns EOF once QEMU's chardev peer closes): nothing can ever be reported again, so kill
+ * every process and power off, which ends QEMU (and with it passt). Never writes to the channel:
+ * a virtio port whose host is disconnected blocks writers.
+ */
+async function hostGone(why: string): Promise<void> {
+  finishing = true;
+  console.error(`nerdbox-init: ${why}: the host is gone; killing the workload and powering off`);
+  if (pid1) {
+    try {
+      c.kill(-1, 9); // from PID 1: every process but init itself
+    } catch { /* nothing left */ }
+  } else {
+    for (const p of procs.values()) {
+      try {
+        p.signal(9);
+      } catch { /* gone */ }
+    }
+  }
+  if (net) {
+    await Promise.race([
+      releaseAll(net.clients).catch(() => {}),
+      new Promise((r) => setTimeout(r, 1000)),
+    ]);
+  }
+  if (pid1) {
+    try {
+      c.powerOff();
+    } catch (err) {
+      console.error(`nerdbox-init: power off failed: ${err}`);
+    }
+  }
+  Deno.exit(HOST_GONE_EXIT);
 }
 
 /** Signals init received before the workload existed; delivered right after it starts. */

@@ -13,7 +13,9 @@ export type QemuAccel = "kvm" | "tcg";
 /** How one NIC reaches its provider. */
 export type QemuNetdev =
   | { kind: "stream"; path: string }
-  | { kind: "dgram"; localPath: string; remotePath: string };
+  | { kind: "dgram"; localPath: string; remotePath: string }
+  /** A tap QEMU opens by name in its own netns (the tc-redirect pod mode). */
+  | { kind: "tap"; ifname: string };
 
 /** One NIC, in guest order. */
 export interface QemuNic {
@@ -149,7 +151,12 @@ export function qemuArgv(input: QemuArgvInput): string[] {
     }
     const id = `n${i}`;
     const nd = nic.netdev;
-    const netdev = nd.kind === "stream"
+    if (nd.kind === "tap" && !/^[A-Za-z0-9_.-]{1,15}$/.test(nd.ifname)) {
+      throw new Error(`network ${i}: tap ${JSON.stringify(nd.ifname)}: expected an interface name`);
+    }
+    const netdev = nd.kind === "tap"
+      ? `tap,id=${id},ifname=${nd.ifname},script=no,downscript=no`
+      : nd.kind === "stream"
       ? `stream,id=${id},server=off,addr.type=unix,addr.path=${
         esc(nd.path, `network ${i}: socket`)
       }`

@@ -245,6 +245,8 @@ Deno.test("nerdbox run --cni: missing plugin, failing config and flag misuse are
     "10-bad.conf": { cniVersion: "1.0.0", name: "nbxcnivm5", type: "../bridge" },
   });
   const rootfs = await makeBusyboxRootfs();
+  // A real netns: `nerdbox run` checks the --netns path before it looks at --cni.
+  const flagNs = await createNamedNetns("nbxcnivm-flag");
   try {
     const cases: [string[], RegExp][] = [
       [
@@ -261,7 +263,7 @@ Deno.test("nerdbox run --cni: missing plugin, failing config and flag misuse are
       ],
       [["--cni-network", "x"], /--cni-network needs --cni/],
       [
-        ["--cni", "--netns", "/run/netns/x", "--cni-conf-dir", conf],
+        ["--cni", "--netns", flagNs, "--cni-conf-dir", conf],
         /--cni makes its own network namespace/,
       ],
     ];
@@ -278,6 +280,7 @@ Deno.test("nerdbox run --cni: missing plugin, failing config and flag misuse are
       assert.match(output, re);
     }
   } finally {
+    await deleteNamedNetns("nbxcnivm-flag");
     await Deno.remove(conf, { recursive: true });
     await Deno.remove(bad, { recursive: true });
     await Deno.remove(rootfs, { recursive: true });

@@ -129,10 +129,20 @@ Deno.test("bad networks fail before boot with the field named; nothing is left b
       /state dir: channel socket ".*": 123 bytes; UNIX socket paths hold at most 107/,
     );
     ok(await gone(long));
-    // Default network in a netns with no default route: passt cannot serve, said clearly.
+    // Default network in a netns with no default route: no pod interface to hand to the VM, and
+    // (with a port translation, which keeps passt) passt cannot serve either; both said clearly.
     const s3 = `/run/nbxq-bad-${crypto.randomUUID().slice(0, 8)}`;
     await rejects(
       startQemuVm({ ...plan(rootfs, s3, { kind: "tsi", ports: [] }), netns: ns.path }, nullStdio()),
+      /netns .* has no IPv4 default route via a gateway: the VM takes over the interface/,
+    );
+    ok(await gone(s3));
+    const translated = [{ hostPort: 18081, guestPort: 80, protocol: "tcp" as const }];
+    await rejects(
+      startQemuVm(
+        { ...plan(rootfs, s3, { kind: "tsi", ports: translated }), netns: ns.path },
+        nullStdio(),
+      ),
       /passt needs an interface with a default route in netns/,
     );
     ok(await gone(s3));

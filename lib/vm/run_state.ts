@@ -1,0 +1,145 @@
+/**
+ * Who owns a run's state dir, and cleaning up after runs whose owner died (SIGKILL): each QEMU
+ * run records in `<stateDir>/owner.json` the nerdbox process that owns it, the QEMU and passt
+ * processes it started and the tc redirect it set up in a caller's netns (pids with their start
+ * times, so a reused pid is never mistaken for them). The next VM start sweeps the sibling dirs
+ * whose owner is gone: kills what still runs, undoes the redirect, removes the dir.
+ */
+import { undoTcRedirect } from "../net/tc_redirect.ts";
+import { validateNetnsPath } from "../net/netns.ts";
+
+/** A process identified by pid and kernel start time (`/proc/PID/stat` field 22). */
+export interface ProcRef {
+  pid: number;
+  start: string;
+}
+
+/** What `owner.json` holds. */
+export interface RunRecord {
+  version: 1;
+  owner: ProcRef;
+  qemu?: ProcRef;
+  passt?: ProcRef;
+  /** The caller's netns the run redirected an interface in. */
+  netns?: string;
+  tcRedirect?: { tap: string; dev: string; txqlen?: number };
+}
+
+/** The record's file name inside a state dir. */
+export const RUN_RECORD_FILE = "owner.json";
+
+/** Reads `/proc/PID/stat`: [state, starttime], or undefined when the process is gone. */
+function procStat(pid: number): [string, string] | undefined {
+  try {
+    const text = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    return [rest[0], rest[19]];
+  } catch {
+    return undefined;
+  }
+}
+
+/** The ProcRef of a running pid (undefined when it is gone). */
+export function procRef(pid: number): ProcRef | undefined {
+  const s = procStat(pid);
+  return s ? { pid, start: s[1] } : undefined;
+}
+
+/** True while the very process `ref` names runs (not a zombie, not a reused pid). */
+export function isAlive(ref: ProcRef): boolean {
+  const s = procStat(ref.pid);
+  return s !== undefined && s[0] !== "Z" && s[1] === ref.start;
+}
+
+/** Writes the record atomically (tmp + rename). */
+export async function writeRunRecord(stateDir: string, rec: RunRecord): Promise<void> {
+  const tmp = `${stateDir}/.${RUN_RECORD_FILE}.tmp`;
+  await Deno.writeTextFile(tmp, JSON.stringify(rec), { mode: 0o600 });
+  await Deno.rename(tmp, `${stateDir}/${RUN_RECORD_FILE}`);
+}
+
+function isRef(v: unknown): v is ProcRef {
+  const r = v as ProcRef;
+  return typeof v === "object" && v !== null && Number.isInteger(r.pid) && r.pid > 1 &&
+    typeof r.start === "string" && /^\d+$/.test(r.start);
+}
+
+/** Parses a record; undefined for anything that is not one (such a dir is never touched). */
+export function parseRunRecord(text: string): RunRecord | undefined {
+  let v: Record<string, unknown>;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== "object" || v === null || v.version !== 1 || !isRef(v.owner)) return undefined;
+  const rec: RunRecord = { version: 1, owner: v.owner };
+  if (isRef(v.qemu)) rec.qemu = v.qemu;
+  if (isRef(v.passt)) rec.passt = v.passt;
+  const tc = v.tcRedirect as { tap?: unknown; dev?: unknown; txqlen?: unknown } | undefined;
+  if (
+    typeof v.netns === "string" && typeof tc === "object" && tc !== null &&
+    typeof tc.tap === "string" && typeof tc.dev === "string"
+  ) {
+    rec.netns = v.netns;
+    rec.tcRedirect = { tap: tc.tap, dev: tc.dev };
+    if (Number.isInteger(tc.txqlen) && (tc.txqlen as number) >= 0) {
+      rec.tcRedirect.txqlen = tc.txqlen as number;
+    }
+  }
+  return rec;
+}
+
+function kill(ref: ProcRef | undefined, group: boolean): void {
+  if (!ref || !isAlive(ref)) return;
+  for (const target of group ? [-ref.pid, ref.pid] : [ref.pid]) {
+    try {
+      Deno.kill(target, "SIGKILL");
+      return;
+    } catch {
+      // try the next form
+    }
+  }
+}
+
+/** Cleans one dead run's leftovers and removes its dir (idempotent). */
+export async function cleanDeadRun(dir: string, rec: RunRecord): Promise<void> {
+  kill(rec.qemu, true);
+  kill(rec.passt, false);
+  if (rec.netns && rec.tcRedirect) {
+    let valid = true;
+    try {
+      validateNetnsPath(rec.netns, "recorded netns");
+    } catch {
+      valid = false; // the netns is gone (or no longer a netns): nothing left in it
+    }
+    const { tap, dev, txqlen } = rec.tcRedirect;
+    if (valid) await undoTcRedirect(rec.netns, tap, dev, txqlen);
+  }
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}
+
+/**
+ * Sweeps the dirs under `root` (except `keep`) whose record names an owner that is gone. Dirs
+ * without a valid record are left alone. Returns the dirs removed.
+ */
+export async function sweepDeadRuns(root: string, keep?: string): Promise<string[]> {
+  const swept: string[] = [];
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(root));
+  } catch {
+    return swept;
+  }
+  for (const e of entries) {
+    if (!e.isDirectory) continue;
+    const dir = `${root}/${e.name}`;
+    if (dir === keep) continue;
+    const text = await Deno.readTextFile(`${dir}/${RUN_RECORD_FILE}`).catch(() => undefined);
+    const rec = text === undefined ? undefined : parseRunRecord(text);
+    if (!rec || isAlive(rec.owner)) continue;
+    await cleanDeadRun(dir, rec);
+    swept.push(dir);
+  }
+  return swept;
+}
