@@ -22,6 +22,15 @@ export type { ParsedNetwork } from "./network.ts";
 /** The prefix every nerdbox annotation key starts with. */
 export const ANNOTATION_PREFIX = "io.containerd.nerdbox.";
 
+/** Most `network.N` (and, separately, `ctr.network.N`) annotations accepted. */
+export const MAX_NETWORKS = 64;
+/** Most `io.containerd.nerdbox.*` annotations accepted at all. */
+export const MAX_NERDBOX_ANNOTATIONS = 256;
+/** Largest nerdbox annotation value accepted (64 KiB of UTF-8). */
+export const MAX_ANNOTATION_VALUE_BYTES = 64 * 1024;
+/** Longest nerdbox annotation key accepted (bytes). */
+export const MAX_ANNOTATION_KEY_BYTES = 256;
+
 /** Annotation keys without an index. */
 export const KEY_CPU = `${ANNOTATION_PREFIX}resources.cpu`;
 /** Memory annotation key. */
@@ -123,9 +132,67 @@ export function collectAnnotations(annotations: Record<string, string>): Collect
         `decimal integer without leading zeros, e.g. ${what}.0`,
     });
 
-  for (const key of Object.keys(annotations).sort()) {
-    if (!key.startsWith(ANNOTATION_PREFIX)) continue;
+  const keys = Object.keys(annotations).filter((k) => k.startsWith(ANNOTATION_PREFIX));
+  // Bounds first, before any value is parsed: counts, then sizes.
+  if (keys.length > MAX_NERDBOX_ANNOTATIONS) {
+    out.errors.push({
+      annotation: ANNOTATION_PREFIX + "*",
+      field: "",
+      value: `${keys.length} annotations`,
+      message: `${keys.length} nerdbox annotations: expected at most ${MAX_NERDBOX_ANNOTATIONS}`,
+    });
+    return out;
+  }
+  for (const [what, prefix] of [["network", "network."], ["ctr.network", "ctr.network."]]) {
+    const given = keys.filter((k) => k.startsWith(ANNOTATION_PREFIX + prefix)).length;
+    if (given > MAX_NETWORKS) {
+      out.errors.push({
+        annotation: `${ANNOTATION_PREFIX}${what}.N`,
+        field: "",
+        value: `${given} annotations`,
+        message: `${given} ${what}.N annotations: expected at most ${MAX_NETWORKS}`,
+      });
+    }
+  }
+  if (out.errors.length > 0) return out;
+  const oversized = (key: string, value: string): boolean => {
+    const keyBytes = utf8Length(key);
+    const valueBytes = utf8Length(value);
+    if (keyBytes > MAX_ANNOTATION_KEY_BYTES) {
+      out.errors.push({
+        annotation: `${key.slice(0, 64)}…`,
+        field: "",
+        value: `${keyBytes} bytes`,
+        message:
+          `annotation key of ${keyBytes} bytes: expected at most ${MAX_ANNOTATION_KEY_BYTES}`,
+      });
+      return true;
+    }
+    if (valueBytes > MAX_ANNOTATION_VALUE_BYTES) {
+      out.errors.push({
+        annotation: key,
+        field: "",
+        value: `${value.slice(0, 64)}… (${valueBytes} bytes)`,
+        message:
+          `value of ${valueBytes} bytes: expected at most ${MAX_ANNOTATION_VALUE_BYTES} (64 KiB)`,
+      });
+      return true;
+    }
+    return false;
+  };
+
+  for (const key of keys.sort()) {
     const value = annotations[key];
+    if (typeof value !== "string") {
+      out.errors.push({
+        annotation: key,
+        field: "",
+        value: String(value),
+        message: "expected a string value",
+      });
+      continue;
+    }
+    if (oversized(key, value)) continue;
     const rest = key.slice(ANNOTATION_PREFIX.length);
     try {
       if (rest.startsWith("network.")) {
@@ -226,4 +293,22 @@ export function checkCtrNetworks(
     }
   }
   return errors;
+}
+
+/** UTF-8 length of a string without encoding it (lone surrogates count as U+FFFD, 3 bytes). */
+export function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4;
+        i++;
+      } else n += 3;
+    } else n += 3;
+  }
+  return n;
 }

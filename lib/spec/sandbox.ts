@@ -1,7 +1,14 @@
 /** The one place flags and annotations meet: everything about a sandbox, validated together. */
 import type { NetworkSpec, PortSpec, ProcessSpec, SandboxSpec, SpecError } from "./types.ts";
 import { SpecValidationError } from "./types.ts";
-import { checkCtrNetworks, collectAnnotations, networkKey } from "./annotations.ts";
+import {
+  checkCtrNetworks,
+  collectAnnotations,
+  MAX_ANNOTATION_VALUE_BYTES,
+  MAX_NETWORKS,
+  networkKey,
+  utf8Length,
+} from "./annotations.ts";
 import { parseNetworkValue } from "./network.ts";
 import { checkUniqueNetworks } from "./collisions.ts";
 import { DEFAULT_CPUS, DEFAULT_MEMORY_MIB, parseCpus, parseMemoryMiB } from "./resources.ts";
@@ -35,6 +42,14 @@ export function netFlagName(i: number): string {
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 /**
+ * Largest process description (args, env and cwd as JSON, UTF-8) accepted: it travels to the guest
+ * inside the one CONFIG frame, whose payload is at most 1 MiB (lib/guest_protocol.ts).
+ */
+export const MAX_PROCESS_JSON_BYTES = 512 * 1024;
+/** Most args or env entries accepted. */
+export const MAX_PROCESS_ENTRIES = 4096;
+
+/**
  * Builds the SandboxSpec: annotations first, flags override them (`--net` i replaces network.i;
  * --cpus/--memory/--backend replace the annotations). Throws SpecValidationError with every error.
  */
@@ -60,6 +75,30 @@ export function buildSandboxSpec(input: SandboxInput): { spec: SandboxSpec; warn
   if (input.process.args.length === 0) {
     bad("process.args", "", "expected at least one argument (the program to run)");
   }
+  for (const k of ["args", "env"] as const) {
+    const n = input.process[k].length;
+    if (n > MAX_PROCESS_ENTRIES) {
+      bad(`process.${k}`, `${n} entries`, `expected at most ${MAX_PROCESS_ENTRIES} entries`);
+    }
+    const i = input.process[k].findIndex((a) => a.includes("\0"));
+    if (i >= 0) {
+      const v = input.process[k][i];
+      bad(`process.${k}[${i}]`, v.length > 80 ? `${v.slice(0, 80)}…` : v, "expected no NUL bytes");
+    }
+  }
+  const processBytes = utf8Length(JSON.stringify({
+    args: input.process.args,
+    env: input.process.env,
+    cwd: input.process.cwd,
+  }));
+  if (processBytes > MAX_PROCESS_JSON_BYTES) {
+    bad(
+      "process",
+      `${processBytes} bytes`,
+      `args, env and cwd take ${processBytes} bytes as JSON: expected at most ` +
+        `${MAX_PROCESS_JSON_BYTES} (they travel to the guest in one 1 MiB control frame)`,
+    );
+  }
   if (input.netns !== undefined && !input.netns.startsWith("/")) {
     bad("--netns", input.netns, `${JSON.stringify(input.netns)}: expected an absolute path`);
   }
@@ -81,7 +120,22 @@ export function buildSandboxSpec(input: SandboxInput): { spec: SandboxSpec; warn
     names.set(n.index, networkKey(n.index));
   }
   let allValid = collected.networksGiven === collected.networks.length;
-  (input.netFlags ?? []).forEach((value, i) => {
+  const netFlags = input.netFlags ?? [];
+  if (netFlags.length > MAX_NETWORKS) {
+    bad("--net", `${netFlags.length} flags`, `expected at most ${MAX_NETWORKS} --net flags`);
+    throw new SpecValidationError(errors);
+  }
+  netFlags.forEach((value, i) => {
+    const bytes = utf8Length(value);
+    if (bytes > MAX_ANNOTATION_VALUE_BYTES) {
+      bad(
+        netFlagName(i),
+        `${value.slice(0, 64)}… (${bytes} bytes)`,
+        `value of ${bytes} bytes: expected at most ${MAX_ANNOTATION_VALUE_BYTES} (64 KiB)`,
+      );
+      allValid = false;
+      return;
+    }
     const r = parseNetworkValue(value, netFlagName(i), i);
     warnings.push(...r.warnings);
     errors.push(...r.errors);
@@ -96,6 +150,14 @@ export function buildSandboxSpec(input: SandboxInput): { spec: SandboxSpec; warn
     }
   });
   const networks = [...byIndex.values()].sort((a, b) => a.index - b.index);
+  if (networks.length > MAX_NETWORKS) {
+    bad(
+      "networks",
+      `${networks.length} networks`,
+      `network.N annotations and --net flags together give ${networks.length} networks: ` +
+        `expected at most ${MAX_NETWORKS}`,
+    );
+  }
   errors.push(...checkUniqueNetworks(networks, (i) => names.get(i) ?? networkKey(i)));
   errors.push(...checkCtrNetworks(collected.ctrNetworks, networks, allValid));
 
