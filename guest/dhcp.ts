@@ -2,6 +2,8 @@
  * DHCPv4 codec (RFC 2131/2132), byte-exact and pure: the BOOTP message with its options, and the
  * IPv4 + UDP wrapping the client sends and receives on an AF_PACKET socket.
  */
+import { isDomainName } from "./dns_name.ts";
+import { quote } from "./quote.ts";
 import { formatIp, maskToPrefix } from "./ip.ts";
 
 /** DHCP message types (option 53). */
@@ -189,6 +191,8 @@ export interface Lease {
   t1: number;
   t2: number;
   serverId: string;
+  /** Options that were present but refused (not valid values), one line each for the log. */
+  ignored?: string[];
 }
 
 const u32 = (b?: Uint8Array) =>
@@ -199,27 +203,46 @@ const ips = (b?: Uint8Array) => {
   return out;
 };
 
-/** Reads the lease fields from a server message (defaults: /24 by class if no mask, T1=½, T2=⅞). */
+/**
+ * Option 15 as a domain name, or a note saying why it was refused. The value comes from whatever
+ * answers DHCP on the NIC and ends up in resolv.conf, so only an LDH name (≤253 bytes) is kept.
+ */
+function domainOf(raw: Uint8Array): { domain?: string; note?: string } {
+  const text = new TextDecoder("utf-8", { fatal: false }).decode(raw).replace(/\0+$/, "");
+  if (isDomainName(text)) return { domain: text };
+  return {
+    note: `ignored option 15 (domain) ${quote(text)}: expected a domain name ` +
+      `(letters, digits and hyphens in dot-separated labels, at most 253 bytes)`,
+  };
+}
+
+/**
+ * Reads the lease fields from a server message (defaults: /24 by class if no mask, T1=½, T2=⅞).
+ * Text options that are not valid values are left out and listed in `ignored`.
+ */
 export function leaseOf(m: DhcpMessage): Lease {
   const type = m.options.get(Opt.MSG_TYPE)?.[0] ?? 0;
   const mask = m.options.get(Opt.SUBNET);
   const leaseSecs = u32(m.options.get(Opt.LEASE)) ?? 3600;
   const mtuOpt = m.options.get(Opt.MTU);
-  const domain = m.options.get(Opt.DOMAIN);
+  const domainOpt = m.options.get(Opt.DOMAIN);
+  const { domain, note } = domainOpt ? domainOf(domainOpt) : {};
   const server = m.options.get(Opt.SERVER_ID);
-  return {
+  const lease: Lease = {
     type,
     ip: formatIp(m.yiaddr),
     prefix: mask && mask.length === 4 ? maskToPrefix(mask) : 24,
     routers: ips(m.options.get(Opt.ROUTER)),
     dns: ips(m.options.get(Opt.DNS)),
-    domain: domain ? new TextDecoder().decode(domain).replace(/\0+$/, "") : undefined,
+    domain,
     mtu: mtuOpt && mtuOpt.length === 2 ? (mtuOpt[0] << 8) | mtuOpt[1] : undefined,
     leaseSecs,
     t1: u32(m.options.get(Opt.T1)) ?? Math.floor(leaseSecs / 2),
     t2: u32(m.options.get(Opt.T2)) ?? Math.floor(leaseSecs * 7 / 8),
     serverId: server && server.length === 4 ? formatIp(server) : formatIp(m.siaddr),
   };
+  if (note) lease.ignored = [note];
+  return lease;
 }
 
 /** RFC 1071 ones' complement sum over `data`, starting from `sum`. */

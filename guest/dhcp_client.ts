@@ -160,6 +160,7 @@ export class DhcpClient {
         this.lease = ack;
         this.leasedAt = Date.now();
         this.#log(`bound ${ack.ip}/${ack.prefix} lease ${ack.leaseSecs}s`);
+        for (const note of ack.ignored ?? []) this.#log(note);
         return ack;
       }
       if (ack) {
@@ -187,6 +188,7 @@ export class DhcpClient {
     this.lease = ack;
     this.leasedAt = Date.now();
     this.#log(`renewed ${ack.ip} lease ${ack.leaseSecs}s`);
+    for (const note of ack.ignored ?? []) this.#log(note);
     return ack;
   }
 

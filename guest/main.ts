@@ -313,6 +313,12 @@ async function main(): Promise<never> {
     return fail("netlink", errorText(err));
   }
   const dns = mergeDns(cfg.dns, { nameservers: net.dhcpNameservers, domains: net.dhcpDomains });
+  let resolvText: string;
+  try {
+    resolvText = resolvConf(dns);
+  } catch (err) {
+    return fail("config", errorText(err));
+  }
   net.report.nameservers = dns.nameservers;
   await channel.sendJson(MsgType.NETWORK, 0, net.report);
   mark("network");
@@ -321,7 +327,7 @@ async function main(): Promise<never> {
     const root = mountRootfs(cfg.rootfs);
     prepareRoot(root);
     installEtcFiles(root, {
-      "resolv.conf": resolvConf(dns),
+      "resolv.conf": resolvText,
       hosts: hostsFile(cfg.hostname || "localhost", net.firstAddr),
       hostname: `${cfg.hostname || "localhost"}\n`,
     });

@@ -278,13 +278,41 @@ export interface Link {
   up: boolean;
 }
 
-/** Decodes an RTM_NEWLINK body. */
+/** A kernel reply whose body is too short or malformed for its message type. */
+export class NetlinkDecodeError extends Error {
+  /** Creates the error for message `what`. */
+  constructor(what: string, problem: string) {
+    super(`malformed netlink ${what}: ${problem}`);
+    this.name = "NetlinkDecodeError";
+  }
+}
+
+/** ifinfomsg and ifaddrmsg sizes: the fixed part before the attributes. */
+const IFINFOMSG_SIZE = 16;
+const IFADDRMSG_SIZE = 8;
+
+function atLeast(what: string, body: Uint8Array, size: number): DataView {
+  if (body.length < size) {
+    throw new NetlinkDecodeError(what, `body of ${body.length} bytes, expected at least ${size}`);
+  }
+  return new DataView(body.buffer, body.byteOffset, body.length);
+}
+
+/** A u32 attribute; absent is `fallback`, any length other than 4 is an error. */
+function u32Attr(what: string, name: string, b: Uint8Array | undefined, fallback: number): number {
+  if (!b) return fallback;
+  if (b.length !== 4) {
+    throw new NetlinkDecodeError(what, `${name} of ${b.length} bytes, expected 4`);
+  }
+  return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
+}
+
+/** Decodes an RTM_NEWLINK body; a NetlinkDecodeError when it is malformed. */
 export function parseLink(body: Uint8Array): Link {
-  const v = new DataView(body.buffer, body.byteOffset);
-  const a = decodeAttrs(body, 16);
+  const v = atLeast("RTM_NEWLINK", body, IFINFOMSG_SIZE);
+  const a = decodeAttrs(body, IFINFOMSG_SIZE);
   const name = a.get(IFLA.IFNAME);
   const mac = a.get(IFLA.ADDRESS);
-  const mtu = a.get(IFLA.MTU);
   return {
     index: v.getInt32(4, true),
     name: name
@@ -293,7 +321,7 @@ export function parseLink(body: Uint8Array): Link {
       )
       : "",
     mac: mac && mac.length === 6 ? formatMac(mac) : "",
-    mtu: mtu ? new DataView(mtu.buffer, mtu.byteOffset).getUint32(0, true) : 0,
+    mtu: u32Attr("RTM_NEWLINK", "IFLA_MTU", a.get(IFLA.MTU), 0),
     up: (v.getUint32(8, true) & IFF_UP) !== 0,
   };
 }
@@ -305,15 +333,23 @@ export interface LinkAddr {
   flags: number;
 }
 
-/** Decodes an RTM_NEWADDR body. */
+/** Decodes an RTM_NEWADDR body; a NetlinkDecodeError when it is malformed. */
 export function parseAddr(body: Uint8Array): LinkAddr {
-  const a = decodeAttrs(body, 8);
+  const what = "RTM_NEWADDR";
+  const v = atLeast(what, body, IFADDRMSG_SIZE);
+  const a = decodeAttrs(body, IFADDRMSG_SIZE);
   const ip = a.get(IFA.LOCAL) ?? a.get(IFA.ADDRESS) ?? new Uint8Array(4);
-  const f = a.get(IFA.FLAGS);
+  if (ip.length !== 4 && ip.length !== 16) {
+    throw new NetlinkDecodeError(what, `address of ${ip.length} bytes, expected 4 or 16`);
+  }
+  const prefix = body[1];
+  if (prefix > ip.length * 8) {
+    throw new NetlinkDecodeError(what, `prefix /${prefix} for a ${ip.length}-byte address`);
+  }
   return {
-    index: new DataView(body.buffer, body.byteOffset).getUint32(4, true),
-    cidr: `${formatIp(ip)}/${body[1]}`,
-    flags: f ? new DataView(f.buffer, f.byteOffset).getUint32(0, true) : body[2],
+    index: v.getUint32(4, true),
+    cidr: `${formatIp(ip)}/${prefix}`,
+    flags: u32Attr(what, "IFA_FLAGS", a.get(IFA.FLAGS), body[2]),
   };
 }
 
@@ -358,7 +394,10 @@ export class Rtnl {
       for (const m of decodeMsgs(this.#buf.subarray(0, n))) {
         if (m.seq !== seq) continue;
         if (m.type === NLMSG_ERROR) {
-          const code = new DataView(m.body.buffer).getInt32(0, true);
+          if (m.body.length < 4) {
+            throw new NetlinkDecodeError("NLMSG_ERROR", `body of ${m.body.length} bytes`);
+          }
+          const code = new DataView(m.body.buffer, m.body.byteOffset, 4).getInt32(0, true);
           if (code === 0) return out;
           throw new c.Errno(`netlink ${what}`, -code);
         }

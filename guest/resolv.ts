@@ -1,4 +1,5 @@
 /** Renders /etc/resolv.conf, /etc/hosts and /etc/hostname for the container (pure text). */
+import { quote } from "./quote.ts";
 
 /** DNS settings after merging GuestConfig.dns with what DHCP gave. */
 export interface DnsSettings {
@@ -20,8 +21,33 @@ export function mergeDns(
   };
 }
 
-/** resolv.conf text (glibc reads at most 3 nameservers; all are written). */
+/** A value that would not stay one word on its resolv.conf line. */
+export class ResolvConfError extends Error {
+  /** Creates the error for `field` holding `value`. */
+  constructor(field: string, value: string) {
+    super(
+      `resolv.conf ${field} ${quote(value)}: expected one word without whitespace ` +
+        `or control characters`,
+    );
+    this.name = "ResolvConfError";
+  }
+}
+
+// Whitespace (the Unicode line/paragraph separators included) and C0/C1 controls and DEL.
+const UNSAFE = /[\s\p{Cc}]/u;
+
+function checkWords(field: string, values: string[]): void {
+  for (const v of values) if (v === "" || UNSAFE.test(v)) throw new ResolvConfError(field, v);
+}
+
+/**
+ * resolv.conf text (glibc reads at most 3 nameservers; all are written). Every value must be one
+ * word: one with whitespace or control characters could add lines, so it is refused.
+ */
 export function resolvConf(d: DnsSettings): string {
+  checkWords("search", d.search);
+  checkWords("nameserver", d.nameservers);
+  checkWords("options", d.options);
   const lines = ["# written by nerdbox guest init"];
   if (d.search.length) lines.push(`search ${d.search.join(" ")}`);
   for (const ns of d.nameservers) lines.push(`nameserver ${ns}`);

@@ -157,33 +157,62 @@ export function encodeJsonFrame(type: number, proc: number, value: unknown): Uin
   return encodeFrame(type, proc, new TextEncoder().encode(JSON.stringify(value)));
 }
 
-/** Incremental frame decoder: push bytes, take complete frames. Rejects oversized frames early. */
+/**
+ * Incremental frame decoder: push bytes, take complete frames. Linear in the bytes pushed, however
+ * they are chunked: a header is gathered in a 9-byte buffer, then the payload is copied once into a
+ * buffer of exactly its length. An oversized length is refused as soon as the header is complete,
+ * before any of its payload is buffered; the decoder then stays failed (every later push throws).
+ */
 export class FrameDecoder {
-  #buf = new Uint8Array(0);
+  #header = new Uint8Array(FRAME_HEADER_SIZE);
+  #headerLen = 0;
+  #payload: Uint8Array | null = null;
+  #payloadLen = 0;
+  #type = 0;
+  #proc = 0;
+  #failed: RangeError | null = null;
 
   /** Appends bytes and returns every complete frame now available. */
   push(chunk: Uint8Array): Frame[] {
-    const joined = new Uint8Array(this.#buf.length + chunk.length);
-    joined.set(this.#buf);
-    joined.set(chunk, this.#buf.length);
+    if (this.#failed) throw this.#failed;
     const frames: Frame[] = [];
     let off = 0;
-    while (joined.length - off >= FRAME_HEADER_SIZE) {
-      const view = new DataView(joined.buffer, off);
-      const len = view.getUint32(0);
-      if (len > MAX_FRAME_PAYLOAD) {
-        throw new RangeError(`frame payload ${len} bytes exceeds ${MAX_FRAME_PAYLOAD}`);
+    while (off < chunk.length) {
+      if (this.#payload === null) {
+        const n = Math.min(FRAME_HEADER_SIZE - this.#headerLen, chunk.length - off);
+        this.#header.set(chunk.subarray(off, off + n), this.#headerLen);
+        this.#headerLen += n;
+        off += n;
+        if (this.#headerLen < FRAME_HEADER_SIZE) break;
+        this.#startPayload();
+      } else {
+        const n = Math.min(this.#payload.length - this.#payloadLen, chunk.length - off);
+        this.#payload.set(chunk.subarray(off, off + n), this.#payloadLen);
+        this.#payloadLen += n;
+        off += n;
       }
-      if (joined.length - off < FRAME_HEADER_SIZE + len) break;
-      frames.push({
-        type: view.getUint8(4),
-        proc: view.getUint32(5),
-        payload: joined.slice(off + FRAME_HEADER_SIZE, off + FRAME_HEADER_SIZE + len),
-      });
-      off += FRAME_HEADER_SIZE + len;
+      if (this.#payload !== null && this.#payloadLen === this.#payload.length) {
+        frames.push({ type: this.#type, proc: this.#proc, payload: this.#payload });
+        this.#payload = null;
+        this.#payloadLen = 0;
+        this.#headerLen = 0;
+      }
     }
-    this.#buf = joined.slice(off);
     return frames;
+  }
+
+  /** Reads the complete header; refuses an oversized length before allocating its payload. */
+  #startPayload(): void {
+    const view = new DataView(this.#header.buffer);
+    const len = view.getUint32(0);
+    if (len > MAX_FRAME_PAYLOAD) {
+      this.#failed = new RangeError(`frame payload ${len} bytes exceeds ${MAX_FRAME_PAYLOAD}`);
+      throw this.#failed;
+    }
+    this.#type = view.getUint8(4);
+    this.#proc = view.getUint32(5);
+    this.#payload = new Uint8Array(len);
+    this.#payloadLen = 0;
   }
 }
 

@@ -54,8 +54,24 @@ function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
-function canonical(ip: string): string {
-  return isIPv6(ip) ? new URL(`http://[${ip}]/`).hostname.slice(1, -1) : ip;
+/** Why `ip` (already isIPv4/isIPv6) cannot stand in a CNI result, or null when it can. */
+function refusal(ip: string): string | null {
+  // node:net accepts an IPv6 zone id ("fe80::1%eth0"); it names an interface of the plugin's
+  // host, not an address, and is not valid in a CNI result.
+  if (ip.includes("%")) {
+    return `${JSON.stringify(ip)} has an IPv6 zone id (%…), which a CNI result IP cannot have`;
+  }
+  return null;
+}
+
+/** The canonical text of a checked address (IPv6 compressed, lower case), or null. */
+function canonical(ip: string): string | null {
+  if (!isIPv6(ip)) return ip;
+  try {
+    return new URL(`http://[${ip}]/`).hostname.slice(1, -1);
+  } catch {
+    return null;
+  }
 }
 
 /** Parses `a.b.c.d/n` or `x::y/n` into a Cidr, or returns an error text. */
@@ -65,9 +81,13 @@ export function parseCidr(text: string): Cidr | string {
   const [, addr, p] = m;
   const family = isIPv4(addr) ? 4 : isIPv6(addr) ? 6 : 0;
   if (family === 0) return `${JSON.stringify(addr)} is not an IP address`;
+  const why = refusal(addr);
+  if (why) return why;
   const prefix = Number(p);
   if (prefix > (family === 4 ? 32 : 128)) return `prefix /${prefix} is out of range`;
-  return { family, address: canonical(addr), prefix };
+  const address = canonical(addr);
+  if (address === null) return `${JSON.stringify(addr)} is not an IP address`;
+  return { family, address, prefix };
 }
 
 /** Text form `address/prefix` of a Cidr. */
@@ -91,7 +111,9 @@ class Reader {
     if (typeof v !== "string" || !(isIPv4(v) || isIPv6(v))) {
       this.fail(field, `expected an IP address, got ${JSON.stringify(v)}`);
     }
-    return canonical(v);
+    const why = refusal(v);
+    if (why) this.fail(field, why);
+    return canonical(v) ?? this.fail(field, `expected an IP address, got ${JSON.stringify(v)}`);
   }
   strings(field: string, v: unknown): string[] {
     if (v === undefined || v === null) return [];

@@ -4,6 +4,7 @@
  * for the VM. A connect() whose socket type differs from the listener's fails with EPROTOTYPE
  * before anything is queued, so a stream listener is recognised by a datagram and a seqpacket
  * connect that both fail that way; a datagram socket accepts a datagram connect, which sends nothing.
+ * The path itself is looked at with lstat, as `nerdbox run` does: a symlink is refused as one.
  */
 import type { NetMode } from "../spec/types.ts";
 import {
@@ -60,14 +61,21 @@ function probeSync(path: string, mode: NetMode): ProbeResult {
     ...extra,
     message,
   });
+  // lstat, as `nerdbox run` checks it: a symlink is refused, not followed to a socket elsewhere.
   let info: Deno.FileInfo;
   try {
-    info = Deno.statSync(path);
+    info = Deno.lstatSync(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
       return result("missing", "no such file: is the provider running, and is the path right?");
     }
     return result("error", `cannot stat it: ${(e as Error).message}`);
+  }
+  if (info.isSymlink) {
+    return result(
+      "not-a-socket",
+      `it is a symlink${linkTarget(path)}, not a UNIX socket: give the socket itself`,
+    );
   }
   if (!info.isSocket) {
     const what = info.isFile ? "a regular file" : info.isDirectory ? "a directory" : "not a socket";
@@ -118,6 +126,15 @@ function probeSync(path: string, mode: NetMode): ProbeResult {
     ? "is listening there"
     : "is bound there (its listening state is not visible from this network namespace)";
   return result("ok", `${KIND_TEXT[kind]} ${state}`, extra);
+}
+
+/** ` (to "TARGET")` for a symlink, or "" when it cannot be read. */
+function linkTarget(path: string): string {
+  try {
+    return ` (to ${JSON.stringify(Deno.readLinkSync(path))})`;
+  } catch {
+    return "";
+  }
 }
 
 /** __SO_ACCEPTCON in /proc/net/unix Flags: the socket is listening. */

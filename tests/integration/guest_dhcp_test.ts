@@ -27,6 +27,7 @@ async function withDhcp(
   name: string,
   server: boolean,
   fn: (clientNs: string, dir: string, stopServer: () => Promise<void>) => Promise<void>,
+  domain = "gd.example",
 ): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "guest-dhcp-" });
   const srv = await makeNetns(`gd-${name}-s`);
@@ -65,7 +66,7 @@ async function withDhcp(
           "option subnet 255.255.255.0",
           "option router 10.77.0.1",
           "option dns 10.77.0.53 10.77.0.54",
-          "option domain gd.example",
+          `option domain ${domain}`,
           "option mtu 1400",
           "option lease 8",
           "",
@@ -250,6 +251,55 @@ Deno.test("guest dhcp: no server within dhcpTimeoutMs is the dhcp_timeout error,
       assert.equal(r.json(MsgType.NETWORK), undefined);
       assert.equal(r.json(MsgType.STARTED), undefined);
     });
+  } finally {
+    await rootfs?.detach();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+// A DHCP server is untrusted: its option 15 ends up in the container's resolv.conf, so a value
+// that is not a domain name is dropped (and said in a LOG line), never written there.
+Deno.test("guest dhcp: a domain that is not a domain name from udhcpd is dropped and logged", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "guest-dhcp-root-" });
+  let rootfs: LoopRootfs | undefined;
+  try {
+    rootfs = await makeLoopRootfs(dir);
+    const device = rootfs.device;
+    await withDhcp("evil", true, async (ns) => {
+      const r = await runGuest({
+        prefix: ["ip", "netns", "exec", ns, "unshare", "-m", "-u"],
+        config: {
+          version: 1,
+          hostname: "gd-box",
+          rootfs: { kind: "block", device, fstype: "ext4" },
+          process: {
+            args: ["cat", "/etc/resolv.conf"],
+            env: ["PATH=/bin"],
+            cwd: "/",
+            uid: 0,
+            gid: 0,
+            terminal: false,
+          },
+          networks: [{ mac: MAC, dhcp: true, addrs: [], defaultRoute: true }],
+          dhcpTimeoutMs: 10_000,
+        },
+      });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(
+        r.stdoutOf(),
+        "# written by nerdbox guest init\nnameserver 10.77.0.53\nnameserver 10.77.0.54\n",
+      );
+      const logs = r.frames.filter((f) => f.type === MsgType.LOG).map((f) =>
+        new TextDecoder().decode(f.payload)
+      );
+      assert.ok(
+        logs.some((l) =>
+          /^dhcp gdc0: ignored option 15 \(domain\) "evil_test;options": expected a domain name/
+            .test(l)
+        ),
+        logs.join("\n"),
+      );
+    }, "evil_test;options");
   } finally {
     await rootfs?.detach();
     await Deno.remove(dir, { recursive: true });

@@ -107,3 +107,27 @@ Deno.test("cni result: parseCidr", () => {
   assert.match(parseCidr("1.2.3.4/") as string, /ADDRESS\/PREFIX/);
   assert.match(parseCidr("::1/129") as string, /out of range/);
 });
+
+Deno.test("cni result: an IPv6 zone id is refused naming the field", () => {
+  const cases: Array<[unknown, RegExp]> = [
+    [
+      { cniVersion: "0.4.0", ips: [{ version: "6", address: "fd00::%2/64" }] },
+      /^CNI result from p: ips\[0\]\.address: "fd00::%2" has an IPv6 zone id/,
+    ],
+    [
+      { cniVersion: "1.0.0", routes: [{ dst: "::/0", gw: "fe80::1%eth0" }] },
+      /^CNI result from p: routes\[0\]\.gw: "fe80::1%eth0" has an IPv6 zone id/,
+    ],
+    [
+      { cniVersion: "1.0.0", dns: { nameservers: ["fe80::1%2"] } },
+      /^CNI result from p: dns\.nameservers\[0\]: "fe80::1%2" has an IPv6 zone id/,
+    ],
+  ];
+  for (const [doc, re] of cases) {
+    assert.throws(
+      () => parseCniResult(doc, "p"),
+      (e) => e instanceof CniResultError && re.test(e.message),
+    );
+  }
+  assert.match(parseCidr("fe80::1%eth0/64") as string, /zone id/);
+});

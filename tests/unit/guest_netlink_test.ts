@@ -91,3 +91,38 @@ Deno.test("netlink: dump request and decoding of links, addresses, errors", () =
   assert.deepEqual(parseAddr(addr.body), { index: 9, cidr: "10.1.2.3/16", flags: 0x82 });
   assert.throws(() => decodeMsgs(Uint8Array.of(0x40, 0, 0, 0, ...new Uint8Array(12))), /truncated/);
 });
+
+Deno.test("netlink: short or malformed bodies are a clear NetlinkDecodeError", async () => {
+  const nl = await import("../../guest/netlink.ts");
+  const cases: Array<[() => unknown, RegExp]> = [
+    [() => nl.parseLink(new Uint8Array(8)), /RTM_NEWLINK: body of 8 bytes, expected at least 16/],
+    [() => nl.parseAddr(new Uint8Array(3)), /RTM_NEWADDR: body of 3 bytes, expected at least 8/],
+    [
+      () =>
+        nl.parseLink(
+          Uint8Array.from([...new Uint8Array(16), ...nl.attr(nl.IFLA.MTU, new Uint8Array(2))]),
+        ),
+      /RTM_NEWLINK: IFLA_MTU of 2 bytes, expected 4/,
+    ],
+    [
+      () =>
+        nl.parseAddr(
+          Uint8Array.from([
+            2,
+            24,
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+            ...nl.attr(nl.IFA.LOCAL, Uint8Array.of(1, 2, 3)),
+          ]),
+        ),
+      /RTM_NEWADDR: address of 3 bytes, expected 4 or 16/,
+    ],
+  ];
+  for (const [fn, re] of cases) {
+    assert.throws(fn, (e) => e instanceof nl.NetlinkDecodeError && re.test(e.message));
+  }
+});
