@@ -11,6 +11,7 @@ import { KRUN_LOG_LEVEL, type KrunLogLevelName, type Libkrun } from "../../ffi/l
 import { loadLibkrun, locateLibkrun } from "../vm/libkrun_locate.ts";
 import { planVm, resolveBackend } from "../vm/plan.ts";
 import { validateNetnsPath } from "../net/netns.ts";
+import { createRunStateDir, sweepDeadRuns } from "../vm/run_state.ts";
 import * as k from "../vm/libkrun.ts";
 import type { Accel, Backend, VmHandle, VmPlan, VmStdio } from "../vm/types.ts";
 import {
@@ -369,10 +370,9 @@ export async function main(argv: string[]): Promise<number> {
       stateDir = `${RUN_STATE_ROOT}/${spec.id}`;
     } else {
       await Deno.mkdir(RUN_STATE_ROOT, { recursive: true, mode: 0o700 });
-      stateDir = await Deno.makeTempDir({
-        dir: RUN_STATE_ROOT,
-        prefix: `${spec.id.slice(0, 24)}-`,
-      });
+      await sweepDeadRuns(RUN_STATE_ROOT).catch(() => {}); // runs killed earlier, any backend
+      // Owned (owner.json) from its first moment: a run killed at any point is swept later.
+      stateDir = await createRunStateDir(RUN_STATE_ROOT, `${spec.id.slice(0, 24)}-`);
     }
     plan = planVm(spec, {
       backend,
@@ -438,6 +438,7 @@ async function runVm(plan: VmPlan, flags: RunFlags): Promise<number> {
     stderr: unclosable(Deno.stderr),
     ...(flags.interactive ? { stdin: Deno.stdin.readable } : {}),
     terminal: false,
+    onWarning: (msg) => err(`warning: ${msg}`),
   };
   // Listen before the VM starts: a signal that arrives while it boots must still end in cleanup.
   let handle: VmHandle | undefined;

@@ -20,6 +20,12 @@ export interface PasstOptions {
   timeoutMs?: number;
   /** passt binary (default `passt` from PATH). */
   binary?: string;
+  /**
+   * Called with passt's pid right after the spawn, before its socket is waited for: the caller
+   * records it (lib/vm/run_state.ts) so passt is found and killed even if the caller dies before
+   * anything connects to it (passt `-1` only exits when its one client disconnects).
+   */
+  onSpawn?: (pid: number) => Promise<void> | void;
 }
 
 /** A running passt. */
@@ -159,6 +165,12 @@ export async function startPasst(opts: PasstOptions): Promise<PasstHandle> {
     }
     await Deno.remove(socket).catch(() => {});
   };
+  try {
+    await opts.onSpawn?.(child.pid);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
   const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
   while (!(await isSocket(socket))) {
     if (done || Date.now() > deadline) {

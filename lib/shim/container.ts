@@ -135,6 +135,8 @@ export class Container {
         stdout: io.stdout,
         stderr: io.stderr,
         terminal: this.init.stdio.terminal,
+        // e.g. the VM's private passt died: the task goes on, containerd's log says so.
+        onWarning: (msg) => this.#events.log("warn", msg, this),
       });
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);

@@ -184,6 +184,13 @@ export async function deleteCommand(flags: ShimFlags): Promise<DeleteResult> {
     await deleteThroughDaemon(socket, flags.id).catch(() => {});
   }
   const pid = await killLeftoverVmm(bundle);
+  // A dead daemon's runs (their owner.json names it): kill what it started that still runs —
+  // notably a passt QEMU never connected to, which would otherwise wait forever — before the run
+  // dir goes away with the records.
+  if (socket) {
+    const { sweepDeadRuns } = await import("../vm/run_state.ts");
+    await sweepDeadRuns(runDirFor(socket)).catch(() => {});
+  }
   if (socket) await takeReservation(runDirFor(socket), flags.id);
   await unmountAll(`${bundle}/rootfs`);
   if (socket && !alive) {

@@ -17,6 +17,8 @@ import type { PortSpec } from "../spec/types.ts";
 import { sendVfkitHandshake } from "../../ffi/unix_dgram.ts";
 import { type QemuAccel, qemuArgv, type QemuNic, ROOTFS_GUEST_DEVICE } from "./qemu_argv.ts";
 import type { GuestNetwork, GuestNetworkReport } from "../guest_protocol.ts";
+import { probeSocket } from "../net/probe.ts";
+import { networkKey } from "../spec/annotations.ts";
 
 export { kernelCmdline, qemuArgv, qemuOptValue } from "./qemu_argv.ts";
 export type { QemuAccel, QemuArgvInput, QemuNetdev, QemuNic } from "./qemu_argv.ts";
@@ -47,6 +49,37 @@ export interface QemuVmOptions {
   bootTimeoutMs?: number;
   /** Called as each start-up phase ends, with ms since startQemuVm was called (bench). */
   onPhase?: (phase: string, ms: number) => void;
+  /**
+   * Called with a problem that does not end the run (default: VmStdio.onWarning, else a line on
+   * nerdbox's stderr).
+   */
+  onWarning?: (message: string) => void;
+}
+
+function defaultWarning(message: string): void {
+  console.error(`nerdbox: warning: ${message}`);
+}
+
+/** How long after passt's exit QEMU must still run for passt's exit to count as a loss. */
+const PASST_LOSS_GRACE_MS = 500;
+
+/**
+ * Watches a VM's private passt: passt `-1` exits by itself once QEMU's connection closes, so an
+ * exit while QEMU still runs (kill -9, a crash) means the VM lost its network. That is reported
+ * through `warn`; the run goes on (the workload may not need the network, and its status is
+ * still the run's status).
+ */
+function watchPasst(passt: PasstHandle, qemuGone: () => boolean, warn: (m: string) => void) {
+  passt.exited.then(async (s) => {
+    if (qemuGone()) return;
+    await new Promise((r) => setTimeout(r, PASST_LOSS_GRACE_MS));
+    if (qemuGone()) return;
+    const how = s.signal ? `was killed by ${s.signal}` : `exited with status ${s.code}`;
+    warn(
+      `passt (pid ${passt.pid}), the VM's network provider, ${how} during the run: the VM has ` +
+        `no network from now on; the workload keeps running`,
+    );
+  }).catch(() => {});
 }
 
 let kvmProbe: Promise<boolean> | undefined;
@@ -238,40 +271,66 @@ export async function podDns(
   return out;
 }
 
+/** The private (0700) dir in a state dir for the sockets only nerdbox and QEMU may reach. */
+export function privateSocketDir(stateDir: string): string {
+  return `${stateDir}/ctl`;
+}
+
+/**
+ * The channel socket of a run: in the private dir, so no other local user can connect. `ctl/sock`
+ * is as long as the former `ctl.sock`: the state dir keeps its whole `sun_path` budget.
+ */
+export function channelSocketPath(stateDir: string): string {
+  return `${privateSocketDir(stateDir)}/sock`;
+}
+
+/** Where network `i` of a plan comes from, for messages: its flag or its annotation. */
+function networkSource(i: number): string {
+  return `network ${i} is --net #${i} or annotation ${networkKey(i)}`;
+}
+
 /** Refuses what this backend cannot run, before anything is built or started. */
 export async function checkPlan(plan: VmPlan): Promise<void> {
   if (!plan.stateDir.startsWith("/")) {
     throw new Error(`stateDir ${JSON.stringify(plan.stateDir)}: expected an absolute path`);
   }
-  checkSocketPath(`${plan.stateDir}/ctl.sock`, "state dir: channel socket");
+  checkSocketPath(channelSocketPath(plan.stateDir), "state dir: channel socket");
   if (plan.netns !== undefined) validateNetnsPath(plan.netns, "--netns");
   if (plan.network.kind === "tsi") {
     checkSocketPath(`${plan.stateDir}/passt/passt.sock`, "state dir: passt socket");
     return;
   }
   for (const [i, nic] of plan.network.nics.entries()) {
+    const name = `network ${i}`;
     if (nic.vnetHdr) {
       throw new Error(
-        `network ${i}: vnet_hdr=true: QEMU's stream/dgram netdevs carry plain Ethernet frames ` +
+        `${name}: vnet_hdr=true: QEMU's stream/dgram netdevs carry plain Ethernet frames ` +
           `without a virtio-net header; drop vnet_hdr or use --backend libkrun`,
       );
     }
-    checkSocketPath(nic.socket, `network ${i}: socket`);
+    checkSocketPath(nic.socket, `${name}: socket`);
     if (nic.mode === "unixgram") {
-      checkSocketPath(`${plan.stateDir}/n${i}.sock`, `network ${i}: state dir: local socket`);
+      checkSocketPath(`${plan.stateDir}/n${i}.sock`, `${name}: state dir: local socket`);
     }
+    // QEMU neither reconnects to a stream socket that appears later nor notices that its dgram
+    // peer is missing (it sends into the void): the provider must be up, of the right type, now.
+    const sock = JSON.stringify(nic.socket);
     const s = await Deno.lstat(nic.socket).catch(() => null);
-    if (nic.mode === "unixstream" && !s?.isSocket) {
+    if (!s?.isSocket) {
       throw new Error(
-        `network ${i}: socket ${JSON.stringify(nic.socket)}: ` +
-          `${s ? "is not a UNIX socket" : "does not exist"}; start the provider first ` +
-          `(QEMU does not reconnect to a stream socket that appears later)`,
+        `${name}: socket ${sock}: ${
+          !s
+            ? "does not exist"
+            : s.isSymlink
+            ? "is not a UNIX socket (a symlink: give the socket itself)"
+            : "is not a UNIX socket"
+        }; start the provider first (mode=${nic.mode}; ${networkSource(i)})`,
       );
     }
-    if (nic.mode === "unixgram" && nic.vfkit && !s?.isSocket) {
+    const probe = await probeSocket(nic.socket, nic.mode);
+    if (!probe.ok) {
       throw new Error(
-        `network ${i}: socket ${JSON.stringify(nic.socket)}: ` +
-          `${s ? "is not a UNIX socket" : "does not exist"}; vfkit=true sends VFKT to it first`,
+        `${name}: socket ${sock}: ${probe.message} (mode=${nic.mode}; ${networkSource(i)})`,
       );
     }
   }
@@ -310,14 +369,18 @@ export async function startQemuVm(
     await sweepDeadRuns(stateDir.slice(0, stateDir.lastIndexOf("/")) || "/", stateDir)
       .catch(() => {});
     // The plan's state dir is this backend's to create and remove (VmPlan.stateDir).
-    await Deno.mkdir(stateDir, { recursive: true });
+    // 0700 whatever the umask; only a private passt (nobody) needs it searchable (0711, below).
+    await Deno.mkdir(stateDir, { recursive: true, mode: 0o700 });
     cleanups.push(() => Deno.remove(stateDir, { recursive: true }).catch(() => {}));
+    await Deno.chmod(stateDir, 0o700);
     const record: RunRecord = { version: 1, owner: procRef(Deno.pid)! };
     const saveRecord = () => writeRunRecord(stateDir, record);
     await saveRecord();
-    // passt runs as nobody and must reach its socket dir inside stateDir.
-    const st = await Deno.stat(stateDir);
-    if (((st.mode ?? 0) & 0o001) === 0) await Deno.chmod(stateDir, (st.mode ?? 0o700) | 0o011);
+    // Sockets only nerdbox and QEMU may reach (the channel): in a 0700 dir, so no other local user
+    // can connect even while the socket file itself has the umask's mode.
+    const privDir = privateSocketDir(stateDir);
+    await Deno.mkdir(privDir, { recursive: true, mode: 0o700 });
+    await Deno.chmod(privDir, 0o700);
 
     const image = await ensureGuestImage();
     phase("image");
@@ -350,16 +413,22 @@ export async function startQemuVm(
         mtu: r.pod.mtu,
       }];
     } else if (plan.network.kind === "tsi") {
+      // passt runs as nobody and must reach its socket dir inside stateDir.
+      await Deno.chmod(stateDir, 0o711);
       passt = await startPasst({
         dir: `${stateDir}/passt`,
         ports: plan.network.ports,
         netns: plan.netns,
         noDhcp: opts.passtNoDhcp,
+        // Recorded before anything connects to it: should this process die before QEMU does,
+        // the dead-run sweep (and the shim's `delete`) kill passt, which would wait forever.
+        onSpawn: async (pid) => {
+          const ref = procRef(pid);
+          if (ref) record.passt = ref;
+          await saveRecord();
+        },
       });
       const p = passt;
-      const ref = procRef(p.pid);
-      if (ref) record.passt = ref;
-      await saveRecord();
       cleanups.push(async () => {
         await p.stop();
         await Deno.remove(`${stateDir}/passt`, { recursive: true }).catch(() => {});
@@ -373,6 +442,7 @@ export async function startQemuVm(
           nics.push({ mac: nic.mac, netdev: { kind: "stream", path: nic.socket } });
         } else {
           const local = `${stateDir}/n${i}.sock`;
+          await Deno.remove(local).catch(() => {}); // QEMU binds it: nothing stale may be there
           cleanups.push(() => Deno.remove(local).catch(() => {}));
           if (nic.vfkit) sendVfkitHandshake(local, nic.socket);
           nics.push({
@@ -395,9 +465,10 @@ export async function startQemuVm(
     if (opts.dhcpTimeoutMs !== undefined) config.dhcpTimeoutMs = opts.dhcpTimeoutMs;
 
     // Channel: the host listens, QEMU connects.
-    const ctlPath = `${stateDir}/ctl.sock`;
+    const ctlPath = channelSocketPath(stateDir);
     await Deno.remove(ctlPath).catch(() => {});
     const listener = Deno.listen({ transport: "unix", path: ctlPath });
+    await Deno.chmod(ctlPath, 0o600);
     cleanups.push(async () => {
       try {
         listener.close();
@@ -455,6 +526,9 @@ export async function startQemuVm(
       if (!qemuDone) killGroup(child.pid);
       await qemuStatus;
     });
+    if (passt) {
+      watchPasst(passt, () => qemuDone, opts.onWarning ?? stdio.onWarning ?? defaultWarning);
+    }
 
     const failure = async (why: string): Promise<VmExit> => {
       const tail = await fileTail(consoleLog);
@@ -480,6 +554,13 @@ export async function startQemuVm(
         const s = await qemuStatus;
         return await failure(`QEMU exited (status ${s.code}) before connecting the channel`);
       }
+      // One connection only: nobody else gets to talk on (or wait in the queue of) the channel.
+      try {
+        listener.close();
+      } catch {
+        // closed
+      }
+      await Deno.remove(ctlPath).catch(() => {});
       channel = new GuestChannel(conn);
       resolveChannel(channel);
       phase("connected");

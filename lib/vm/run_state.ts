@@ -3,7 +3,9 @@
  * run records in `<stateDir>/owner.json` the nerdbox process that owns it, the QEMU and passt
  * processes it started and the tc redirect it set up in a caller's netns (pids with their start
  * times, so a reused pid is never mistaken for them). The next VM start sweeps the sibling dirs
- * whose owner is gone: kills what still runs, undoes the redirect, removes the dir.
+ * whose owner is gone: kills what still runs, undoes the redirect, removes the dir. A process the
+ * record missed (its owner died between spawning it and saving the record) is still found: by the
+ * dead run's socket paths on its command line (runProcesses).
  */
 import { undoTcRedirect } from "../net/tc_redirect.ts";
 import { validateNetnsPath } from "../net/netns.ts";
@@ -58,6 +60,21 @@ export async function writeRunRecord(stateDir: string, rec: RunRecord): Promise<
   await Deno.rename(tmp, `${stateDir}/${RUN_RECORD_FILE}`);
 }
 
+/**
+ * Creates a fresh run state dir (0700) under `root` named `<prefix>…` and writes its record with
+ * this process as the owner at once: a run killed at any later point is swept by the next one.
+ */
+export async function createRunStateDir(root: string, prefix: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ dir: root, prefix });
+  try {
+    await writeRunRecord(dir, { version: 1, owner: procRef(Deno.pid)! });
+  } catch (err) {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    throw err;
+  }
+  return dir;
+}
+
 function isRef(v: unknown): v is ProcRef {
   const r = v as ProcRef;
   return typeof v === "object" && v !== null && Number.isInteger(r.pid) && r.pid > 1 &&
@@ -102,10 +119,53 @@ function kill(ref: ProcRef | undefined, group: boolean): void {
   }
 }
 
+/**
+ * The command-line arguments that mark a process as started for the run in `dir`: passt's
+ * `-s <dir>/passt/passt.sock`, QEMU's channel chardev `path=<dir>/ctl/sock` (commas doubled by
+ * QEMU's option escaping).
+ */
+export function runArgMarkers(dir: string): { exact: string[]; contains: string[] } {
+  const q = dir.replaceAll(",", ",,");
+  return {
+    exact: [`${dir}/passt/passt.sock`],
+    contains: [`path=${q}/ctl/sock,`, `path=${q}/ctl.sock,`],
+  };
+}
+
+/** The running processes whose command line names the run dir `dir` (see runArgMarkers). */
+export async function runProcesses(dir: string): Promise<ProcRef[]> {
+  const { exact, contains } = runArgMarkers(dir);
+  const found: ProcRef[] = [];
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir("/proc"));
+  } catch {
+    return found;
+  }
+  for (const e of entries) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const pid = Number(e.name);
+    if (pid <= 1 || pid === Deno.pid) continue;
+    let argv: string[];
+    try {
+      argv = (await Deno.readTextFile(`/proc/${pid}/cmdline`)).split("\0");
+    } catch {
+      continue; // gone meanwhile, or a kernel thread
+    }
+    const hit = argv.some((a) => exact.includes(a) || contains.some((c) => a.includes(c)));
+    if (!hit) continue;
+    const ref = procRef(pid);
+    if (ref && isAlive(ref)) found.push(ref);
+  }
+  return found;
+}
+
 /** Cleans one dead run's leftovers and removes its dir (idempotent). */
 export async function cleanDeadRun(dir: string, rec: RunRecord): Promise<void> {
   kill(rec.qemu, true);
   kill(rec.passt, false);
+  // What the record missed (the owner died between a spawn and saving the record).
+  for (const ref of await runProcesses(dir)) kill(ref, false);
   if (rec.netns && rec.tcRedirect) {
     let valid = true;
     try {

@@ -98,4 +98,9 @@ export interface VmStdio {
   stdout: WritableStream<Uint8Array>;
   stderr: WritableStream<Uint8Array>;
   terminal?: boolean;
+  /**
+   * Optional: nerdbox's own warnings about the VM that do not end the run (e.g. its private
+   * network provider died); the QEMU backend prints them on stderr when absent.
+   */
+  onWarning?: (message: string) => void;
 }

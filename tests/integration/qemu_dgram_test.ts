@@ -10,6 +10,7 @@ import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { bootVm } from "../helpers/qemu_vm.ts";
 import type { NicPlan } from "../../lib/vm/types.ts";
 import { startDgramPeer } from "../helpers/qemu_dgram_peer.ts";
+import { UnixDgram } from "../../ffi/unix_dgram.ts";
 
 function gramNic(socket: string, mac: string, addr: string): NicPlan {
   return {
@@ -36,6 +37,11 @@ Deno.test("unixgram: two guests on a datagram pair talk TCP, vfkit peer answers 
   const stateA = `/run/nbxq-gram-a-${id}`;
   const stateB = `/run/nbxq-gram-b-${id}`;
   const nonce = crypto.randomUUID().slice(0, 8);
+  // The backend refuses a provider socket that is not there at boot (QEMU's dgram netdev would
+  // send into the void). A's provider is B's local socket, which B's QEMU binds only later: a
+  // placeholder datagram socket (TEST FAKE) stands there until B boots and binds the same path.
+  await Deno.mkdir(stateB);
+  const placeholder = UnixDgram.bind(`${stateB}/n0.sock`);
   try {
     const a = await bootVm({
       rootfs,
@@ -60,6 +66,16 @@ Deno.test("unixgram: two guests on a datagram pair talk TCP, vfkit peer answers 
         'echo "A got: $(cat /tmp/got)"',
       ].join("\n"),
     });
+    placeholder.close();
+    await Deno.remove(`${stateB}/n0.sock`).catch(() => {});
+    // B's provider is A's local socket: up once A's QEMU has bound it.
+    for (
+      let i = 0;
+      i < 600 && !(await Deno.lstat(`${stateA}/n0.sock`).catch(() => null))?.isSocket;
+      i++
+    ) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
     const b = await bootVm({
       rootfs,
       stateDir: stateB,
@@ -97,6 +113,8 @@ Deno.test("unixgram: two guests on a datagram pair talk TCP, vfkit peer answers 
       await b.handle.dispose();
     }
   } finally {
+    placeholder.close();
+    await Deno.remove(stateB, { recursive: true }).catch(() => {});
     await peer.stop();
     await Deno.remove(peerDir, { recursive: true });
     await Deno.remove(rootfs, { recursive: true });

@@ -5,10 +5,12 @@
  */
 import { deepEqual, equal, ok } from "node:assert/strict";
 import {
+  createRunStateDir,
   isAlive,
   parseRunRecord,
   procRef,
   RUN_RECORD_FILE,
+  runProcesses,
   sweepDeadRuns,
   writeRunRecord,
 } from "../../lib/vm/run_state.ts";
@@ -74,6 +76,66 @@ Deno.test("sweepDeadRuns: a dead owner's dir is removed and its recorded process
       victim.kill("SIGKILL");
     } catch { /* already killed */ }
     await victim.status;
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("sweepDeadRuns: a dir with only the run's first record (owner gone) is swept", async () => {
+  // `nerdbox run` writes {owner} the moment it creates the dir (lib/cli/run.ts), before any
+  // backend ran: a run killed right then is still swept.
+  const root = await Deno.makeTempDir({ prefix: "nbx-runstate-" });
+  try {
+    await Deno.mkdir(`${root}/early`);
+    await writeRunRecord(`${root}/early`, { version: 1, owner: await deadRef() });
+    deepEqual(await sweepDeadRuns(root), [`${root}/early`]);
+    deepEqual(await Array.fromAsync(Deno.readDir(root)), []);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("sweepDeadRuns: a process the record missed is found by the run's socket path and killed", async () => {
+  // The owner died between spawning passt and saving its pid: passt (here a real process with
+  // passt's `-s <dir>/passt/passt.sock` on its command line) must not outlive the run.
+  const root = await Deno.makeTempDir({ prefix: "nbx-runstate-" });
+  const dir = `${root}/run1`;
+  const other = `${root}/run10`;
+  const spawn = (d: string) =>
+    new Deno.Command("sh", {
+      args: ["-c", "while :; do sleep 1; done", "passt-like", "-s", `${d}/passt/passt.sock`],
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+  const orphan = spawn(dir);
+  const bystander = spawn(other); // a run dir whose name extends the dead one's: not touched
+  try {
+    await Deno.mkdir(dir);
+    await writeRunRecord(dir, { version: 1, owner: await deadRef() });
+    deepEqual((await runProcesses(dir)).map((r) => r.pid), [orphan.pid]);
+    deepEqual(await sweepDeadRuns(root), [dir]);
+    equal((await orphan.status).signal, "SIGKILL");
+    ok(isAlive(procRef(bystander.pid)!), "the other run's process still runs");
+  } finally {
+    for (const c of [orphan, bystander]) {
+      try {
+        c.kill("SIGKILL");
+      } catch { /* already killed */ }
+      await c.status;
+    }
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("createRunStateDir: the dir is 0700 and names this process as its owner from the start", async () => {
+  const root = await Deno.makeTempDir({ prefix: "nbx-runstate-" });
+  try {
+    const dir = await createRunStateDir(root, "run-x-");
+    ok(dir.startsWith(`${root}/run-x-`), dir);
+    equal((await Deno.stat(dir)).mode! & 0o777, 0o700);
+    const rec = parseRunRecord(await Deno.readTextFile(`${dir}/${RUN_RECORD_FILE}`));
+    deepEqual(rec, { version: 1, owner: procRef(Deno.pid) });
+    deepEqual(await sweepDeadRuns(root), [], "a live owner's dir is kept");
+  } finally {
     await Deno.remove(root, { recursive: true });
   }
 });
