@@ -350,6 +350,7 @@ export async function main(argv: string[]): Promise<number> {
   let plan: VmPlan;
   let stateDir: string | undefined;
   let cni: CniSession | undefined;
+  let relay: SignalRelay | undefined;
   try {
     const input = await sandboxInput(flags);
     const { spec, warnings } = buildSandboxSpec({
@@ -371,6 +372,8 @@ export async function main(argv: string[]): Promise<number> {
     } else {
       await Deno.mkdir(RUN_STATE_ROOT, { recursive: true, mode: 0o700 });
       await sweepDeadRuns(RUN_STATE_ROOT).catch(() => {}); // runs killed earlier, any backend
+      // From here on a signal must end in cleanup, not kill the process with state left behind.
+      relay = new SignalRelay();
       // Owned (owner.json) from its first moment: a run killed at any point is swept later.
       stateDir = await createRunStateDir(RUN_STATE_ROOT, `${spec.id.slice(0, 24)}-`);
     }
@@ -389,6 +392,7 @@ export async function main(argv: string[]): Promise<number> {
       ...vnetCaps(backend, spec.networks.some((n) => n.vnetHdr), flags),
     });
   } catch (e) {
+    relay?.close();
     await cni?.teardown().catch((x) => err((x as Error).message));
     if (stateDir !== undefined && !flags.dryRun) {
       await Deno.remove(stateDir, { recursive: true }).catch(() => {});
@@ -406,7 +410,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   if (flags.dryRun) return await dryRun(plan, flags);
   try {
-    return await runVm(plan, flags);
+    return await runVm(plan, flags, relay ?? new SignalRelay());
   } finally {
     await cni?.teardown().catch((e) => err((e as Error).message));
   }
@@ -431,8 +435,31 @@ function vnetCaps(backend: Backend, wanted: boolean, f: RunFlags) {
   return { libkrunCaps: { vnetHdr: k.probeVnetHdr(lib) } };
 }
 
-async function runVm(plan: VmPlan, flags: RunFlags): Promise<number> {
-  const { startVm } = await import("../vm/launch.ts");
+/** Forwards signals to the VM once it runs; remembers the first one that arrives before. */
+class SignalRelay {
+  handle: VmHandle | undefined;
+  early: number | undefined;
+  #listeners: Array<readonly [Deno.Signal, () => void]>;
+
+  constructor() {
+    this.#listeners = FORWARDED_SIGNALS.map(([name, no]) => {
+      const fn = () => {
+        if (this.handle) void this.handle.signal(no).catch(() => {});
+        else this.early ??= no;
+      };
+      Deno.addSignalListener(name, fn);
+      return [name, fn] as const;
+    });
+  }
+
+  /** Stops listening. */
+  close(): void {
+    for (const [name, fn] of this.#listeners) Deno.removeSignalListener(name, fn);
+    this.#listeners = [];
+  }
+}
+
+async function runVm(plan: VmPlan, flags: RunFlags, relay: SignalRelay): Promise<number> {
   const stdio: VmStdio = {
     stdout: unclosable(Deno.stdout),
     stderr: unclosable(Deno.stderr),
@@ -440,35 +467,30 @@ async function runVm(plan: VmPlan, flags: RunFlags): Promise<number> {
     terminal: false,
     onWarning: (msg) => err(`warning: ${msg}`),
   };
-  // Listen before the VM starts: a signal that arrives while it boots must still end in cleanup.
-  let handle: VmHandle | undefined;
-  let early: number | undefined;
-  const listeners = FORWARDED_SIGNALS.map(([name, no]) => {
-    const fn = () => {
-      if (handle) void handle.signal(no).catch(() => {});
-      else early ??= no;
-    };
-    Deno.addSignalListener(name, fn);
-    return [name, fn] as const;
-  });
   try {
+    if (relay.early !== undefined) {
+      await Deno.remove(plan.stateDir, { recursive: true }).catch(() => {});
+      err(`interrupted by signal ${relay.early} before the VM started`);
+      return 128 + relay.early;
+    }
+    const { startVm } = await import("../vm/launch.ts");
     try {
-      handle = await startVm(plan, stdio);
+      relay.handle = await startVm(plan, stdio);
     } catch (e) {
       await Deno.remove(plan.stateDir, { recursive: true }).catch(() => {});
       err(`cannot start the VM (${plan.backend}): ${(e as Error).message}`);
-      return early !== undefined ? 128 + early : EXIT_NERDBOX;
+      return relay.early !== undefined ? 128 + relay.early : EXIT_NERDBOX;
     }
-    if (early !== undefined) {
-      err(`interrupted by signal ${early} while the VM was starting`);
-      return 128 + early;
+    if (relay.early !== undefined) {
+      err(`interrupted by signal ${relay.early} while the VM was starting`);
+      return 128 + relay.early;
     }
-    const exit = await handle.exited;
+    const exit = await relay.handle.exited;
     if (exit.error) err(exit.error);
     return exit.code;
   } finally {
-    for (const [name, fn] of listeners) Deno.removeSignalListener(name, fn);
-    await handle?.dispose();
+    relay.close();
+    await relay.handle?.dispose();
   }
 }
 
