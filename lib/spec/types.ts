@@ -103,6 +103,11 @@ export interface SandboxSpec {
   networks: NetworkSpec[];
   ctrNetworks: CtrNetworkSpec[];
   ports: PortSpec[];
+  /**
+   * Publish every port the guest listens on (libkrun TSI without a port map), asked for with
+   * `io.containerd.nerdbox.publish=all`; otherwise only `ports` are published.
+   */
+  publishAll?: boolean;
   dns?: DnsSpec;
   /** Network namespace the VMM runs in (prepared by a caller or by CNI). */
   netns?: string;

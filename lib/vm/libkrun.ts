@@ -90,9 +90,12 @@ export function libkrunCalls(plan: VmPlan, s: LibkrunSetup): KrunCall[] {
     { call: "krun_add_virtiofs", args: [c, ROOTFS_TAG, plan.rootfs] },
   ];
   if (plan.network.kind === "tsi") {
-    const ports = plan.network.ports.map((p) => `${p.hostPort}:${p.guestPort}`);
-    // This build binds unmapped guest ports 1:1 anyway; the map only renames ports.
-    if (ports.length > 0) calls.push({ call: "krun_set_port_map", args: [c, ports] });
+    // Without a port map libkrun publishes every guest listener on the host: always set one
+    // (empty when nothing is published) unless every port was asked for (docs/libkrun.md).
+    if (!plan.network.publishAll) {
+      const ports = plan.network.ports.map((p) => `${p.hostPort}:${p.guestPort}`);
+      calls.push({ call: "krun_set_port_map", args: [c, ports] });
+    }
   } else {
     const refused = plan.network.nics.flatMap((n, i) =>
       n.vnetHdr && !s.vnetHdr ? [vnetHdrError(i, n)] : []

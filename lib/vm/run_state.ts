@@ -61,6 +61,17 @@ export async function writeRunRecord(stateDir: string, rec: RunRecord): Promise<
 }
 
 /**
+ * Creates the root of run state dirs (e.g. /run/nerdbox, on a fresh tmpfs after every reboot) as
+ * 0711, and repairs a root this user owns that lacks that mode: only the owner lists it, but a
+ * private passt running as nobody must traverse it to its socket dir inside a run's state dir.
+ */
+export async function ensureStateRoot(root: string): Promise<void> {
+  await Deno.mkdir(root, { recursive: true, mode: 0o711 });
+  const st = await Deno.stat(root);
+  if (((st.mode ?? 0) & 0o777) !== 0o711 && st.uid === Deno.uid()) await Deno.chmod(root, 0o711);
+}
+
+/**
  * Creates a fresh run state dir (0700) under `root` named `<prefix>…` and writes its record with
  * this process as the owner at once: a run killed at any later point is swept by the next one.
  */
