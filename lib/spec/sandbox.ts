@@ -223,7 +223,7 @@ export function buildSandboxSpec(input: SandboxInput): { spec: SandboxSpec; warn
     networks,
     ctrNetworks: collected.ctrNetworks,
     ports,
-    ...(publishAll ? { publishAll: true } : {}),
+    ...(collected.publish !== undefined || ports.length > 0 ? { publishAll } : {}),
     ...(collected.dns ? { dns: collected.dns } : {}),
     ...(input.netns !== undefined ? { netns: input.netns } : {}),
     backend: backend ?? "auto",

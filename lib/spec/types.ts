@@ -104,8 +104,9 @@ export interface SandboxSpec {
   ctrNetworks: CtrNetworkSpec[];
   ports: PortSpec[];
   /**
-   * Publish every port the guest listens on (libkrun TSI without a port map), asked for with
-   * `io.containerd.nerdbox.publish=all`; otherwise only `ports` are published.
+   * Publish every port the guest listens on (libkrun TSI without a port map): true with
+   * `io.containerd.nerdbox.publish=all`, false when `none`, a list or `--publish` was given;
+   * absent = not asked (the plan then publishes all only inside a joined netns: docs/libkrun.md).
    */
   publishAll?: boolean;
   dns?: DnsSpec;

@@ -114,6 +114,9 @@ export function planVm(spec: SandboxSpec, opts: PlanOptions): VmPlan {
   let network: NetworkPlan;
   if (spec.networks.length === 0) {
     if (opts.backend === "libkrun") errors.push(...tsiPortErrors(spec.ports));
+    // Nothing is published in the host's netns unless asked; in a joined (pod) netns the netns
+    // is the boundary, so every guest listener answers at the pod IP, as under QEMU.
+    const publishAll = spec.publishAll ?? (spec.netns !== undefined && spec.ports.length === 0);
     if (spec.publishAll && opts.backend === "qemu") {
       errors.push({
         annotation: "io.containerd.nerdbox.publish",
@@ -126,7 +129,7 @@ export function planVm(spec: SandboxSpec, opts: PlanOptions): VmPlan {
     network = {
       kind: "tsi",
       ports: spec.ports.map((p) => ({ ...p })),
-      ...(spec.publishAll ? { publishAll: true } : {}),
+      ...(publishAll ? { publishAll: true } : {}),
     };
   } else {
     if (spec.ports.length > 0) {
