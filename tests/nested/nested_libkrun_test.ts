@@ -39,7 +39,7 @@ Deno.test({
     const runDir = `${NESTED_CACHE_DIR}/runs/last`;
     const rel = "runs/last";
     const bench = Deno.env.get("NERDBOX_NESTED_BENCH") === "1"
-      ? `\n  ./bin/deno run -A bench/nested_boot_bench.ts > ${L1_IO}/${rel}/bench.json`
+      ? `\n  ./bin/deno run -A bench/nested_boot.ts > ${L1_IO}/${rel}/bench.json`
       : "";
     const started = performance.now();
     const r = await runInL1({
