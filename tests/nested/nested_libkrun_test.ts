@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { CHECKOUT, L1_IO, runInL1 } from "./l1.ts";
 import { NESTED_CACHE_DIR } from "../../scripts/setup_nested.ts";
-import { guestKvm } from "../helpers/kvm_guests.ts";
+import { guestKvm, LIBKRUN_TEST_BOOT_TIMEOUT_MS } from "../helpers/kvm_guests.ts";
 import { junitCounts } from "./junit.ts";
 
 const CASES_DIR = `${CHECKOUT}/tests/nested/cases`;
@@ -48,6 +48,7 @@ Deno.test({
       env: {
         NERDBOX_IN_L1: "1",
         NERDBOX_CACHE_DIR: `${L1_IO}/images`,
+        NERDBOX_BOOT_TIMEOUT_MS: String(LIBKRUN_TEST_BOOT_TIMEOUT_MS),
         NERDBOX_JUNIT_OUT: `${L1_IO}/${rel}/junit.xml`,
         NO_COLOR: "1",
       },
