@@ -78,8 +78,9 @@ export function waitFor(
     }
     got.reject(new Error(`stream ended before ${re}:\n${text}`));
   })().finally(() => clearTimeout(timer));
-  got.promise.catch(() => {});
-  return { matched: got.promise.finally(() => clearTimeout(timer)), text: () => text, done };
+  const matched = got.promise.finally(() => clearTimeout(timer));
+  matched.catch(() => {}); // a stream nobody waits on must not be an unhandled rejection
+  return { matched, text: () => text, done };
 }
 
 /** Runs fn with a fresh busybox rootfs (with /www/index.html) and id; then checks nothing is left. */
