@@ -31,6 +31,7 @@ libkrunTest(
   () =>
     withRootfs("passt", async (rootfs, id) => {
       const dir = await Deno.makeTempDir({ prefix: "nb-l1-passt-" });
+      await Deno.chmod(dir, 0o755); // passt runs as nobody
       const passt = await startPasst({ dir: `${dir}/p` });
       const srv = server();
       try {
@@ -71,6 +72,7 @@ libkrunTest(
   () =>
     withRootfs("two", async (rootfs, id) => {
       const dir = await Deno.makeTempDir({ prefix: "nb-l1-two-" });
+      await Deno.chmod(dir, 0o755); // passt runs as nobody
       // An address only L1 itself has: the guest reaches it through gvproxy's NAT (eth0).
       const add = await new Deno.Command("ip", {
         args: ["addr", "add", "10.88.0.5/32", "dev", "lo"],
