@@ -581,6 +581,8 @@ class LibkrunVm implements VmHandle {
       } catch {
         // closed
       }
+      const { removeTsiCgroup } = await import("./tsi_guard.ts");
+      await removeTsiCgroup(this.#plan.stateDir);
       await Deno.remove(this.#plan.stateDir, { recursive: true }).catch(() => {});
     })();
     return this.#disposed;
