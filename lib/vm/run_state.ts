@@ -9,6 +9,7 @@
  */
 import { undoTcRedirect } from "../net/tc_redirect.ts";
 import { validateNetnsPath } from "../net/netns.ts";
+import { removeTsiCgroup } from "./tsi_guard.ts";
 
 /** A process identified by pid and kernel start time (`/proc/PID/stat` field 22). */
 export interface ProcRef {
@@ -187,6 +188,7 @@ export async function cleanDeadRun(dir: string, rec: RunRecord): Promise<void> {
     const { tap, dev, txqlen } = rec.tcRedirect;
     if (valid) await undoTcRedirect(rec.netns, tap, dev, txqlen);
   }
+  await removeTsiCgroup(dir); // a libkrun VMM's guard cgroup (lib/vm/tsi_guard.ts)
   await Deno.remove(dir, { recursive: true }).catch(() => {});
 }
 
