@@ -86,8 +86,11 @@ Deno.test("real start under libkrun: runs where /dev/kvm runs guests, else 125 a
     );
   }));
 
-Deno.test("real start with two networks and --log-level debug: libkrun's log is shown", () =>
+Deno.test("real start with --log-level debug: libkrun's log is shown (two networks where KVM fails)", () =>
   withRootfs(async (rootfs, id) => {
+    // Where guests boot (L1), the networks' providers would have to exist: libkrun then waits for
+    // a missing provider until the boot timeout. So there the run uses TSI and shows the devices.
+    const nets = kvm.usable ? [] : ["--net", NET0, "--net", NET1];
     const r = await nerdbox([
       "run",
       "--name",
@@ -96,18 +99,15 @@ Deno.test("real start with two networks and --log-level debug: libkrun's log is 
       "libkrun",
       "--log-level",
       "debug",
-      "--net",
-      NET0,
-      "--net",
-      NET1,
+      ...nets,
       rootfs,
       "--",
       "/bin/true",
     ]);
     if (kvm.usable) {
-      // The guest boots, then the providers' sockets are missing: the run fails naming one.
-      assert.equal(r.code, 125, r.stderr);
-      assert.match(r.stderr, /nb-krun-start\/[ab]\.sock/);
+      assert.equal(r.code, 0, r.stderr);
+      // libkrun's own debug log, forwarded from the vmm child: the TSI vsock device exists.
+      assert.match(r.stderr, /vsock/i);
       return;
     }
     assertKvmFailure(r);
