@@ -113,13 +113,14 @@ export function stage2Script(
     "mount -t cgroup2 cgroup2 /sys/fs/cgroup",
     "mount -t tmpfs -o mode=755 tmpfs /run",
     "mount -t tmpfs -o mode=1777 tmpfs /tmp",
-    // containerd's overlayfs snapshots cannot stack on L1's overlay root: /var/lib is fresh.
-    "mount -t tmpfs -o mode=755 tmpfs /var/lib",
     "mkdir -p /dev/pts /dev/shm /run/netns",
     "mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts",
     "mount -t tmpfs tmpfs /dev/shm",
     `mkdir -p /lib/modules/${kernel.release}`,
     `mount --bind ${shellQuote(kernel.modulesDir)} /lib/modules/${kernel.release}`,
+    // containerd's overlayfs snapshots cannot stack on L1's overlay root: /var/lib is fresh
+    // (after the bind above, whose source may live under /var/lib).
+    "mount -t tmpfs -o mode=755 tmpfs /var/lib",
     "hostname nerdbox-l1",
     "ip link set lo up",
     // passt needs a default route to start; a dummy NIC gives one without any real network.
