@@ -40,9 +40,14 @@ export const DEFAULT_VMM_LOG_LEVEL = 1;
 /** How long the guest init may take to say HELLO after the VMM starts (ms). */
 export const BOOT_TIMEOUT_MS = 60_000;
 
-function bootTimeoutMs(): number {
+/** NERDBOX_BOOT_TIMEOUT_MS when set to a positive integer (both backends honour it). */
+export function bootTimeoutOverride(): number | undefined {
   const v = Number(Deno.env.get("NERDBOX_BOOT_TIMEOUT_MS"));
-  return Number.isInteger(v) && v > 0 ? v : BOOT_TIMEOUT_MS;
+  return Number.isInteger(v) && v > 0 ? v : undefined;
+}
+
+function bootTimeoutMs(): number {
+  return bootTimeoutOverride() ?? BOOT_TIMEOUT_MS;
 }
 
 /** Env var that makes `nerdbox vmm` stop right before krun_start_enter (benchmarks). */
