@@ -8,6 +8,8 @@ import { parseArgs } from "node:util";
 import { makeBusyboxRootfs } from "../vm/busybox_rootfs.ts";
 import { planVm, resolveBackend } from "../vm/plan.ts";
 import { startVm } from "../vm/launch.ts";
+import { ensureStateRoot } from "../vm/run_state.ts";
+import { RUN_STATE_ROOT } from "./run.ts";
 import { parseBackend } from "../spec/backend.ts";
 import type { Accel } from "../vm/types.ts";
 import type { SandboxSpec } from "../spec/types.ts";
@@ -70,8 +72,8 @@ export async function main(args: string[]): Promise<number> {
   }
 
   const id = `demo-${crypto.randomUUID().slice(0, 8)}`;
-  await Deno.mkdir("/run/nerdbox", { recursive: true, mode: 0o755 });
-  const stateDir = `/run/nerdbox/${id}`;
+  await ensureStateRoot(RUN_STATE_ROOT);
+  const stateDir = `${RUN_STATE_ROOT}/${id}`;
   let rootfs: string | undefined;
   let server: Deno.HttpServer | undefined;
   try {

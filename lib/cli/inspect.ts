@@ -4,7 +4,7 @@
  * Exit codes: 0 valid, 2 any invalid annotation, 3 valid but a probe failed, 1 anything else.
  */
 import { parseArgs } from "node:util";
-import type { SpecError } from "../spec/types.ts";
+import type { PortSpec, SpecError } from "../spec/types.ts";
 import { formatSpecError, SpecValidationError } from "../spec/types.ts";
 import { ANNOTATION_PREFIX, networkKey, parseAnnotations } from "../spec/annotations.ts";
 import { configAnnotations, OciReadError, readConfigJson } from "../spec/oci.ts";
@@ -100,6 +100,8 @@ export interface InspectReport {
   resources: { cpus: number; memoryMiB: number; source: { cpus: string; memoryMiB: string } };
   backend: string;
   backendSource: string;
+  /** Ports the default network (TSI / private passt) publishes: `none`, `all` or the list. */
+  publish: { mode: "none" | "all" | "list"; ports: string[]; source: string };
   warnings: string[];
   errors: SpecError[];
   probeFailed: boolean;
@@ -215,6 +217,11 @@ export async function inspectAnnotations(
     },
     backend: parsed.backend ?? "auto",
     backendSource: parsed.backend === undefined ? "default" : "annotation",
+    publish: {
+      mode: parsed.publish?.all ? "all" : (parsed.publish?.ports.length ?? 0) > 0 ? "list" : "none",
+      ports: (parsed.publish?.ports ?? []).map(formatPort),
+      source: parsed.publish === undefined ? "default" : "annotation",
+    },
     warnings: parsed.warnings,
     errors,
     probeFailed,
@@ -303,6 +310,16 @@ export function renderText(rep: InspectReport): string {
       `${r.memoryMiB} MiB (${r.source.memoryMiB})`,
   );
   out.push(`Backend: ${rep.backend} (${rep.backendSource})`);
+  const pub = rep.publish;
+  out.push(
+    `Published ports: ${
+      pub.mode === "all"
+        ? "every port the guest listens on, 1:1 (libkrun TSI)"
+        : pub.mode === "list"
+        ? pub.ports.join(", ")
+        : "none (publish nothing unless asked)"
+    } (${pub.source})`,
+  );
   if (rep.warnings.length > 0) {
     out.push("", "Warnings:");
     for (const w of rep.warnings) out.push(`  - ${w}`);
@@ -391,4 +408,14 @@ export async function main(args: string[]): Promise<number> {
     console.error("nerdbox inspect: a probe failed");
   }
   return exitCodeOf(report);
+}
+
+/** `[IP:]HOST:GUEST/PROTO` of a published port. */
+function formatPort(p: PortSpec): string {
+  const ip = p.hostIp === undefined
+    ? ""
+    : p.hostIp.includes(":")
+    ? `[${p.hostIp}]:`
+    : `${p.hostIp}:`;
+  return `${ip}${p.hostPort}:${p.guestPort}/${p.protocol}`;
 }

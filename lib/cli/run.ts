@@ -11,7 +11,7 @@ import { KRUN_LOG_LEVEL, type KrunLogLevelName, type Libkrun } from "../../ffi/l
 import { loadLibkrun, locateLibkrun } from "../vm/libkrun_locate.ts";
 import { planVm, resolveBackend } from "../vm/plan.ts";
 import { validateNetnsPath } from "../net/netns.ts";
-import { createRunStateDir, sweepDeadRuns } from "../vm/run_state.ts";
+import { createRunStateDir, ensureStateRoot, sweepDeadRuns } from "../vm/run_state.ts";
 import * as k from "../vm/libkrun.ts";
 import type { Accel, Backend, VmHandle, VmPlan, VmStdio } from "../vm/types.ts";
 import {
@@ -370,7 +370,7 @@ export async function main(argv: string[]): Promise<number> {
     if (flags.dryRun) {
       stateDir = `${RUN_STATE_ROOT}/${spec.id}`;
     } else {
-      await Deno.mkdir(RUN_STATE_ROOT, { recursive: true, mode: 0o700 });
+      await ensureStateRoot(RUN_STATE_ROOT);
       await sweepDeadRuns(RUN_STATE_ROOT).catch(() => {}); // runs killed earlier, any backend
       // From here on a signal must end in cleanup, not kill the process with state left behind.
       relay = new SignalRelay();

@@ -17,6 +17,7 @@ import {
   type VmmRequest,
 } from "../vm/libkrun.ts";
 import { DEFAULT_VMM_LOG_LEVEL } from "../vm/libkrun.ts";
+import { guardTsiListeners } from "../vm/tsi_guard.ts";
 
 const USAGE = `Usage: nerdbox vmm REQUEST.json|-
 
@@ -81,6 +82,17 @@ export async function main(args: string[]): Promise<number> {
       vnetHdr,
     });
     for (const call of calls) applyCall(lib, call);
+    if (plan.network.kind === "tsi" && !plan.network.publishAll) {
+      try {
+        guardTsiListeners(plan.stateDir, plan.network.ports.map((p) => p.hostPort));
+      } catch (e) {
+        return fail(
+          `cannot keep unpublished guest ports off the host (TSI): ${(e as Error).message}; ` +
+            `publish them (-p, io.containerd.nerdbox.publish) or ask for every port with ` +
+            `io.containerd.nerdbox.publish=all`,
+        );
+      }
+    }
     if (Deno.env.get(STOP_BEFORE_START_ENV)) {
       return fail(`stopped before krun_start_enter (${STOP_BEFORE_START_ENV} is set)`);
     }

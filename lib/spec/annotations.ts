@@ -15,6 +15,7 @@ import { parseCpus, parseMemoryMiB } from "./resources.ts";
 import { parseBackend } from "./backend.ts";
 import { nearest } from "./suggest.ts";
 import { checkUniqueNetworks } from "./collisions.ts";
+import { parsePublishValue, type PublishSpec } from "./publish.ts";
 
 export { parseNetworkValue } from "./network.ts";
 export type { ParsedNetwork } from "./network.ts";
@@ -39,6 +40,8 @@ export const KEY_MEMORY = `${ANNOTATION_PREFIX}resources.memory`;
 export const KEY_DNS = `${ANNOTATION_PREFIX}ctr.dns`;
 /** Backend annotation key. */
 export const KEY_BACKEND = `${ANNOTATION_PREFIX}backend`;
+/** Published-ports annotation key (`none`, `all` or a list; docs/annotations.md). */
+export const KEY_PUBLISH = `${ANNOTATION_PREFIX}publish`;
 
 /** Everything the nerdbox annotations say, plus every warning and error. */
 export interface ParsedAnnotations {
@@ -49,6 +52,8 @@ export interface ParsedAnnotations {
   resources: Partial<ResourceSpec>;
   dns?: DnsSpec;
   backend?: BackendChoice;
+  /** The publish annotation, when given. */
+  publish?: PublishSpec;
   warnings: string[];
   errors: SpecError[];
 }
@@ -82,10 +87,11 @@ function unknownKeyMessage(key: string): string {
     "resources.cpu",
     "resources.memory",
     "backend",
+    "publish",
   ];
   const best = nearest(rest, candidates);
   return "unknown nerdbox annotation: expected io.containerd.nerdbox.network.N, " +
-    "ctr.network.N, ctr.dns, resources.cpu, resources.memory or backend" +
+    "ctr.network.N, ctr.dns, resources.cpu, resources.memory, backend or publish" +
     (best ? `; did you mean "${ANNOTATION_PREFIX}${best}"?` : "");
 }
 
@@ -211,6 +217,8 @@ export function collectAnnotations(annotations: Record<string, string>): Collect
         out.resources.memoryMiB = parseMemoryMiB(value, key);
       } else if (key === KEY_BACKEND) {
         out.backend = parseBackend(value, key);
+      } else if (key === KEY_PUBLISH) {
+        out.publish = parsePublishValue(value, key);
       } else if (key === KEY_DNS) {
         const d = parseDnsValue(value, key);
         out.warnings.push(...d.warnings);

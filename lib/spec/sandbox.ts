@@ -4,6 +4,7 @@ import { SpecValidationError } from "./types.ts";
 import {
   checkCtrNetworks,
   collectAnnotations,
+  KEY_PUBLISH,
   MAX_ANNOTATION_VALUE_BYTES,
   MAX_NETWORKS,
   networkKey,
@@ -182,7 +183,17 @@ export function buildSandboxSpec(input: SandboxInput): { spec: SandboxSpec; warn
     : collected.backend;
 
   // Ports.
-  const ports: PortSpec[] = [];
+  // Ports: the publish annotation's list, then --publish flags; none unless asked for.
+  const ports: PortSpec[] = [...(collected.publish?.ports ?? [])];
+  const publishAll = collected.publish?.all === true;
+  if (publishAll && (input.publish ?? []).length > 0) {
+    bad(
+      "--publish",
+      (input.publish ?? []).join(","),
+      `${KEY_PUBLISH}=all already publishes every guest port 1:1: drop --publish, or replace ` +
+        `the annotation's "all" by the ports you want`,
+    );
+  }
   for (const p of input.publish ?? []) {
     const port = attempt(() => parsePort(p, "--publish"));
     if (!port) continue;
@@ -212,6 +223,7 @@ export function buildSandboxSpec(input: SandboxInput): { spec: SandboxSpec; warn
     networks,
     ctrNetworks: collected.ctrNetworks,
     ports,
+    ...(collected.publish !== undefined || ports.length > 0 ? { publishAll } : {}),
     ...(collected.dns ? { dns: collected.dns } : {}),
     ...(input.netns !== undefined ? { netns: input.netns } : {}),
     backend: backend ?? "auto",

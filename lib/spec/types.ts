@@ -103,6 +103,12 @@ export interface SandboxSpec {
   networks: NetworkSpec[];
   ctrNetworks: CtrNetworkSpec[];
   ports: PortSpec[];
+  /**
+   * Publish every port the guest listens on (libkrun TSI without a port map): true with
+   * `io.containerd.nerdbox.publish=all`, false when `none`, a list or `--publish` was given;
+   * absent = not asked (the plan then publishes all only inside a joined netns: docs/libkrun.md).
+   */
+  publishAll?: boolean;
   dns?: DnsSpec;
   /** Network namespace the VMM runs in (prepared by a caller or by CNI). */
   netns?: string;

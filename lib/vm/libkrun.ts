@@ -40,9 +40,14 @@ export const DEFAULT_VMM_LOG_LEVEL = 1;
 /** How long the guest init may take to say HELLO after the VMM starts (ms). */
 export const BOOT_TIMEOUT_MS = 60_000;
 
-function bootTimeoutMs(): number {
+/** NERDBOX_BOOT_TIMEOUT_MS when set to a positive integer (both backends honour it). */
+export function bootTimeoutOverride(): number | undefined {
   const v = Number(Deno.env.get("NERDBOX_BOOT_TIMEOUT_MS"));
-  return Number.isInteger(v) && v > 0 ? v : BOOT_TIMEOUT_MS;
+  return Number.isInteger(v) && v > 0 ? v : undefined;
+}
+
+function bootTimeoutMs(): number {
+  return bootTimeoutOverride() ?? BOOT_TIMEOUT_MS;
 }
 
 /** Env var that makes `nerdbox vmm` stop right before krun_start_enter (benchmarks). */
@@ -90,9 +95,12 @@ export function libkrunCalls(plan: VmPlan, s: LibkrunSetup): KrunCall[] {
     { call: "krun_add_virtiofs", args: [c, ROOTFS_TAG, plan.rootfs] },
   ];
   if (plan.network.kind === "tsi") {
-    const ports = plan.network.ports.map((p) => `${p.hostPort}:${p.guestPort}`);
-    // This build binds unmapped guest ports 1:1 anyway; the map only renames ports.
-    if (ports.length > 0) calls.push({ call: "krun_set_port_map", args: [c, ports] });
+    // Without a port map libkrun publishes every guest listener on the host: always set one
+    // (empty when nothing is published) unless every port was asked for (docs/libkrun.md).
+    if (!plan.network.publishAll) {
+      const ports = plan.network.ports.map((p) => `${p.hostPort}:${p.guestPort}`);
+      calls.push({ call: "krun_set_port_map", args: [c, ports] });
+    }
   } else {
     const refused = plan.network.nics.flatMap((n, i) =>
       n.vnetHdr && !s.vnetHdr ? [vnetHdrError(i, n)] : []
@@ -578,6 +586,8 @@ class LibkrunVm implements VmHandle {
       } catch {
         // closed
       }
+      const { removeTsiCgroup } = await import("./tsi_guard.ts");
+      await removeTsiCgroup(this.#plan.stateDir);
       await Deno.remove(this.#plan.stateDir, { recursive: true }).catch(() => {});
     })();
     return this.#disposed;

@@ -114,7 +114,23 @@ export function planVm(spec: SandboxSpec, opts: PlanOptions): VmPlan {
   let network: NetworkPlan;
   if (spec.networks.length === 0) {
     if (opts.backend === "libkrun") errors.push(...tsiPortErrors(spec.ports));
-    network = { kind: "tsi", ports: spec.ports.map((p) => ({ ...p })) };
+    // Nothing is published in the host's netns unless asked; in a joined (pod) netns the netns
+    // is the boundary, so every guest listener answers at the pod IP, as under QEMU.
+    const publishAll = spec.publishAll ?? (spec.netns !== undefined && spec.ports.length === 0);
+    if (spec.publishAll && opts.backend === "qemu") {
+      errors.push({
+        annotation: "io.containerd.nerdbox.publish",
+        field: "",
+        value: "all",
+        message: `publishing every guest listener is libkrun's TSI behaviour; QEMU's private ` +
+          `passt forwards only listed ports: list them (e.g. 8080:80) or use --backend libkrun`,
+      });
+    }
+    network = {
+      kind: "tsi",
+      ports: spec.ports.map((p) => ({ ...p })),
+      ...(publishAll ? { publishAll: true } : {}),
+    };
   } else {
     if (spec.ports.length > 0) {
       const list = spec.ports.map(portText).join(", ");

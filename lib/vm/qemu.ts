@@ -564,7 +564,9 @@ export async function startQemuVm(
       channel = new GuestChannel(conn);
       resolveChannel(channel);
       phase("connected");
-      const bootTimeout = opts.bootTimeoutMs ?? BOOT_TIMEOUT_MS[accel];
+      const bootTimeout = opts.bootTimeoutMs ??
+        (await import("./libkrun.ts")).bootTimeoutOverride() ??
+        BOOT_TIMEOUT_MS[accel];
       let timedOut = false;
       const watchdog = setTimeout(() => {
         if (!started) {

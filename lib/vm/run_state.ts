@@ -9,6 +9,7 @@
  */
 import { undoTcRedirect } from "../net/tc_redirect.ts";
 import { validateNetnsPath } from "../net/netns.ts";
+import { removeTsiCgroup } from "./tsi_guard.ts";
 
 /** A process identified by pid and kernel start time (`/proc/PID/stat` field 22). */
 export interface ProcRef {
@@ -58,6 +59,17 @@ export async function writeRunRecord(stateDir: string, rec: RunRecord): Promise<
   const tmp = `${stateDir}/.${RUN_RECORD_FILE}.tmp`;
   await Deno.writeTextFile(tmp, JSON.stringify(rec), { mode: 0o600 });
   await Deno.rename(tmp, `${stateDir}/${RUN_RECORD_FILE}`);
+}
+
+/**
+ * Creates the root of run state dirs (e.g. /run/nerdbox, on a fresh tmpfs after every reboot) as
+ * 0711, and repairs a root this user owns that lacks that mode: only the owner lists it, but a
+ * private passt running as nobody must traverse it to its socket dir inside a run's state dir.
+ */
+export async function ensureStateRoot(root: string): Promise<void> {
+  await Deno.mkdir(root, { recursive: true, mode: 0o711 });
+  const st = await Deno.stat(root);
+  if (((st.mode ?? 0) & 0o777) !== 0o711 && st.uid === Deno.uid()) await Deno.chmod(root, 0o711);
 }
 
 /**
@@ -176,6 +188,7 @@ export async function cleanDeadRun(dir: string, rec: RunRecord): Promise<void> {
     const { tap, dev, txqlen } = rec.tcRedirect;
     if (valid) await undoTcRedirect(rec.netns, tap, dev, txqlen);
   }
+  await removeTsiCgroup(dir); // a libkrun VMM's guard cgroup (lib/vm/tsi_guard.ts)
   await Deno.remove(dir, { recursive: true }).catch(() => {});
 }
 

@@ -31,7 +31,12 @@ export interface NicPlan {
 
 /** How the VM reaches the network. */
 export type NetworkPlan =
-  | { kind: "tsi"; ports: PortSpec[] }
+  | {
+    kind: "tsi";
+    ports: PortSpec[];
+    /** Every guest listener is published 1:1 (no port map); absent = only `ports`. */
+    publishAll?: boolean;
+  }
   | { kind: "nics"; nics: NicPlan[] };
 
 /** Everything a backend needs to boot one VM and run its workload. */

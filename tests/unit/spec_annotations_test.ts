@@ -47,7 +47,7 @@ Deno.test("N must be a non-negative decimal integer without leading zeros", () =
 
 Deno.test("unknown nerdbox keys are errors with the nearest key", () => {
   const known = "unknown nerdbox annotation: expected io.containerd.nerdbox.network.N, " +
-    "ctr.network.N, ctr.dns, resources.cpu, resources.memory or backend";
+    "ctr.network.N, ctr.dns, resources.cpu, resources.memory, backend or publish";
   deepEqual(errorsOf({ [`${P}networks.3`]: "x" }), [
     `${P}networks.3: ${known}; did you mean "${P}network.3"?`,
   ]);
