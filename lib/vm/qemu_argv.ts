@@ -6,6 +6,7 @@
  */
 import { PROBE_CMDLINE_WORD, RUNTIME_DISK_SERIAL } from "./guest_image.ts";
 import { CHANNEL_PORT_NAME } from "../guest_protocol.ts";
+import { VIRTIOFS_MEMORY_BACKEND, virtiofsQemuArgs } from "./virtiofs.ts";
 
 /** A resolved accelerator. */
 export type QemuAccel = "kvm" | "tcg";
@@ -31,8 +32,10 @@ export interface QemuArgvInput {
   kernel: string;
   initramfs: string;
   runtimeDisk: string;
-  /** The container's rootfs image (`/dev/vdb`), absent for probe boots. */
+  /** The container's rootfs image (`/dev/vdb`), when it is not shared (ext4 fallback). */
   rootfsDisk?: string;
+  /** Host directories shared with virtio-fs (lib/vm/virtiofs.ts), by tag and daemon socket. */
+  shares?: Array<{ tag: string; socket: string }>;
   /** UNIX socket the host listens on for the channel (QEMU connects). */
   channelSocket?: string;
   /** File receiving the serial console. */
@@ -96,9 +99,16 @@ export function qemuArgv(input: QemuArgvInput): string[] {
     if (!Number.isInteger(v) || v < 1) throw new Error(`${what} ${v}: expected a positive integer`);
   }
   const esc = qemuOptValue;
+  const shares = input.shares ?? [];
   const args = [
     "-M",
-    "microvm,acpi=on",
+    // virtio-fs maps guest RAM into virtiofsd: RAM must come from the shared memfd backend.
+    shares.length > 0
+      ? `microvm,acpi=on,memory-backend=${VIRTIOFS_MEMORY_BACKEND}`
+      : "microvm,acpi=on",
+    // Modern (version 2) virtio-mmio for every device: libvhost-user refuses legacy devices.
+    "-global",
+    "virtio-mmio.force-legacy=false",
     "-accel",
     input.accel,
     "-cpu",
@@ -134,6 +144,7 @@ export function qemuArgv(input: QemuArgvInput): string[] {
       `virtio-blk-device,drive=rootfs,serial=${ROOTFS_DISK_SERIAL}`,
     );
   }
+  args.push(...virtiofsQemuArgs(shares, input.memoryMiB));
   if (input.channelSocket !== undefined) {
     args.push(
       "-device",
