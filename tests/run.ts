@@ -2,6 +2,8 @@
  * The test command: runs `deno test` over the given paths (default: all of tests/), streams its
  * output, and ends with the plain summary line `N passed, N failed` that CI reads.
  */
+import { recordTimings } from "./timings.ts";
+
 const root = new URL("..", import.meta.url).pathname;
 const junit = `${root}tests/.tmp/junit-${Deno.pid}.xml`;
 await Deno.mkdir(`${root}tests/.tmp`, { recursive: true });
@@ -19,6 +21,7 @@ let passed = 0;
 let failed = 0;
 try {
   const xml = await Deno.readTextFile(junit);
+  await recordTimings(xml, `${root}tests/.tmp/timings.json`);
   const top = xml.match(/<testsuites[^>]*>/)?.[0] ?? "";
   const attr = (name: string) => Number(top.match(new RegExp(`${name}="(\\d+)"`))?.[1] ?? 0);
   failed = attr("failures") + attr("errors");
