@@ -91,7 +91,7 @@ export async function rootfsSizeBench(rounds = 3): Promise<string> {
       })`,
       `  small rootfs (${mb(sb)}), virtio-fs:   ${f(ms)}`,
       `  big rootfs (${mb(bb)}), virtio-fs:  ${f(mbig)}   ratio ${(mbig / ms).toFixed(2)}× ` +
-      `(goal ≤ 1.15×)`,
+      `(issue 14 baseline +8–12 s, goal ≤ 1.15×)`,
       `  per-run ext4 copy (NERDBOX_QEMU_ROOTFS=ext4, 1 round): small ${f(se)}, big ${f(be)}` +
       `   ratio ${(be / se).toFixed(2)}× (+${f(be - se)}: the copy sharing removes)`,
     ].join("\n");

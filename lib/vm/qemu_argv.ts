@@ -4,7 +4,7 @@
  * serial console to a file, and the NICs in order. Every path and name is one argv element or an
  * option value escaped by QEMU's comma rule; nothing user-given enters the kernel command line.
  */
-import { PROBE_CMDLINE_WORD, RUNTIME_DISK_SERIAL } from "./guest_image.ts";
+import { NONET_CMDLINE_WORD, PROBE_CMDLINE_WORD, RUNTIME_DISK_SERIAL } from "./guest_image.ts";
 import { CHANNEL_PORT_NAME } from "../guest_protocol.ts";
 import { VIRTIOFS_MEMORY_BACKEND, virtiofsQemuArgs } from "./virtiofs.ts";
 
@@ -69,7 +69,7 @@ export function qemuOptValue(value: string, what: string): string {
 }
 
 /** The fixed kernel command line (no user values). */
-export function kernelCmdline(opts: { tscKhz?: number; probe?: boolean }): string {
+export function kernelCmdline(opts: { tscKhz?: number; probe?: boolean; noNet?: boolean }): string {
   const words = [
     "console=ttyS0",
     "panic=-1",
@@ -83,6 +83,8 @@ export function kernelCmdline(opts: { tscKhz?: number; probe?: boolean }): strin
     "8250.nr_uarts=1",
     "random.trust_cpu=on",
   ];
+  // No NIC: stage-1 skips the virtio-net modules (a fixed word, no user value).
+  if (opts.noNet) words.push(NONET_CMDLINE_WORD);
   if (opts.tscKhz !== undefined) {
     if (!Number.isInteger(opts.tscKhz) || opts.tscKhz <= 0) {
       throw new Error(`tsc_early_khz ${opts.tscKhz}: expected a positive integer`);
@@ -126,7 +128,11 @@ export function qemuArgv(input: QemuArgvInput): string[] {
     "-initrd",
     input.initramfs,
     "-append",
-    kernelCmdline({ tscKhz: input.accel === "tcg" ? input.tscKhz : undefined, probe: input.probe }),
+    kernelCmdline({
+      tscKhz: input.accel === "tcg" ? input.tscKhz : undefined,
+      probe: input.probe,
+      noNet: input.nics.length === 0,
+    }),
     "-chardev",
     `file,id=con,path=${esc(input.consoleLog, "console log path")}`,
     "-serial",
