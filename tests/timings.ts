@@ -35,7 +35,9 @@ export async function recordTimings(xml: string, path: string): Promise<void> {
       all = JSON.parse(await Deno.readTextFile(path));
     } catch { /* first run */ }
     const at = new Date().toISOString();
-    for (const [file, t] of junitFileTimes(xml)) all[file] = { ...t, at };
+    for (const [file, t] of junitFileTimes(xml)) {
+      all[file] = { seconds: Math.round(t.seconds * 1000) / 1000, tests: t.tests, at };
+    }
     await Deno.writeTextFile(path, JSON.stringify(all, null, 1) + "\n");
   } catch { /* timings are informational */ }
 }
