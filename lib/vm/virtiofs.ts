@@ -84,8 +84,8 @@ export function virtiofsdArgs(share: Pick<VirtiofsShareSpec, "source" | "socket"
   }
   const opts = [
     `source=${share.source}`,
-    // chroot(2) into the directory: one process (the namespace sandbox forks a second one that
-    // a kill of the first can leave behind), works in containers too.
+    // chroot(2) into the directory: the pid nerdbox records is the daemon itself (the namespace
+    // sandbox forks into new namespaces), and it works where namespaces cannot be created.
     "sandbox=chroot",
     "cache=auto",
     "xattr",
