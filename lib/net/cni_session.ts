@@ -130,10 +130,10 @@ function netnsNameFor(id: string): string {
  * Pids of the processes in the named netns: those whose `/proc/PID/ns/net` is the netns file's
  * nsfs inode (what `ip netns pids` does, without spawning it: one process less per detach).
  */
-export function netnsPids(name: string): number[] {
+export function netnsPids(name: string, dir = NETNS_RUN_DIR): number[] {
   let ns: Deno.FileInfo;
   try {
-    ns = Deno.statSync(`${NETNS_RUN_DIR}/${name}`);
+    ns = Deno.statSync(`${dir}/${name}`);
   } catch {
     return [];
   }
