@@ -11,7 +11,7 @@ function sleeper(args: string[]): Deno.ChildProcess {
   return new Deno.Command(args[0], { args: args.slice(1), stdout: "null", stderr: "null" }).spawn();
 }
 
-async function nsInode(pid: number): Promise<number> {
+async function nsInode(pid: number): Promise<number | null> {
   for (let i = 0; i < 100; i++) {
     const own = Deno.statSync(`/proc/${pid}/ns/net`).ino;
     if (own !== Deno.statSync("/proc/self/ns/net").ino) return own;
