@@ -139,9 +139,11 @@ export async function bootBench(rounds = 3): Promise<string> {
         (await Deno.readTextFile("/proc/loadavg")).split(" ")[0]
       })`,
       `  bare kernel + busybox /init, spawn → exit:      ${f(b)}`,
-      `  nerdbox: startQemuVm → workload started:        ${f(w)}   ratio ${(w / b).toFixed(2)}×`,
+      `  nerdbox: startQemuVm → workload started:        ${f(w)}   ratio ${
+        (w / b).toFixed(2)
+      }×  (issue 14 baseline 3.80×, goal ≤ 1.5×)`,
       `  nerdbox: startQemuVm → exit reported:           ${f(tt)}   ratio ${(tt / b).toFixed(2)}×`,
-      `  of which host prep (image check, rootfs.ext4, passt) → QEMU spawned: ${f(sp)}`,
+      `  of which host prep (image check, rootfs share or copy, passt) → QEMU spawned: ${f(sp)}`,
       `  guest init's own share (Deno start → workload): ${
         Number.isNaN(it)
           ? "n/a (no timing log)"

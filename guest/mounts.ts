@@ -5,6 +5,7 @@
  */
 import * as c from "./libc.ts";
 import type { GuestRootfs } from "../lib/guest_protocol.ts";
+import { mountVirtiofs } from "./virtiofs.ts";
 
 /** A rootfs setup failure (GuestErrorKind "rootfs"). */
 export class RootfsError extends Error {
@@ -173,7 +174,7 @@ export function mountRootfs(rootfs: GuestRootfs): string {
     ensureWorkDir();
     mkdirp(root);
     if (rootfs.kind === "virtiofs") {
-      c.mount(rootfs.tag, root, "virtiofs", 0, "");
+      mountVirtiofs(rootfs.tag, root);
       return root;
     }
     const lower = `${WORK_DIR}/lower`, upper = `${WORK_DIR}/upper`, work = `${WORK_DIR}/work`;

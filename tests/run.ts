@@ -6,6 +6,7 @@
  * report (the rig uses it inside L1).
  */
 import { junitCounts } from "./nested/junit.ts";
+import { recordTimings } from "./timings.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const junit = `${root}tests/.tmp/junit-${Deno.pid}.xml`;
@@ -27,6 +28,7 @@ let passed = 0;
 let failed = 0;
 try {
   const xml = await Deno.readTextFile(junit);
+  await recordTimings(xml, `${root}tests/.tmp/timings.json`);
   ({ passed, failed } = junitCounts(xml));
   const out = Deno.env.get("NERDBOX_JUNIT_OUT");
   if (out) await Deno.writeTextFile(out, xml);

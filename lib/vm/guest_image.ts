@@ -34,7 +34,7 @@ export interface GuestImage {
 }
 
 /** Bumped whenever the image layout or the stage-1 script changes. */
-export const GUEST_IMAGE_BUILDER_VERSION = 2;
+export const GUEST_IMAGE_BUILDER_VERSION = 3;
 /** Guest path of the runtime disk's mount point (stage-1 mounts it; also the dir inside rootDir). */
 export const GUEST_RUNTIME_DIR = "/opt/nerdbox";
 /** Guest path of the Deno binary. */
@@ -45,6 +45,10 @@ export const GUEST_ENTRY = `${GUEST_RUNTIME_DIR}/guest/main.ts`;
 export const RUNTIME_DISK_SERIAL = "nerdbox-runtime";
 /** Kernel command-line word that makes stage-1 print PROBE_OK_MARKER and power off (accel probe). */
 export const PROBE_CMDLINE_WORD = "nerdbox.probe";
+/** Kernel command-line word for a VM without NICs: stage-1 skips the virtio-net modules. */
+export const NONET_CMDLINE_WORD = "nerdbox.nonet";
+/** Modules only a NIC needs (virtio_net and its dependencies). */
+export const NET_ONLY_MODULES = ["virtio_net", "net_failover", "failover"];
 /** Console line stage-1 prints in probe mode once the runtime disk is mounted and Deno runs. */
 export const PROBE_OK_MARKER = "nerdbox-probe-ok";
 
@@ -86,20 +90,27 @@ function shQuoteFixed(s: string): string {
 export function stage1Script(modules: string[]): string {
   const env = Object.entries(guestInitEnv()).map(([k, v]) => `export ${k}=${shQuoteFixed(v)}`);
   const argv = [GUEST_DENO, ...guestInitArgs()].map(shQuoteFixed).join(" ");
+  const skip = NET_ONLY_MODULES.filter((m) => modules.includes(m)).map(shQuoteFixed).join(" ");
   return [
     "#!/bin/busybox sh",
     "B=/bin/busybox",
     "$B mount -t devtmpfs -o nosuid devtmpfs /dev",
     "$B mount -t proc -o nosuid,nodev,noexec proc /proc",
     "$B mount -t sysfs -o nosuid,nodev,noexec sysfs /sys",
+    // Shell builtins where a fork+exec would do (each costs milliseconds under TCG).
+    "read -r cmdline < /proc/cmdline",
+    "skip=",
+    `case " $cmdline " in *" ${NONET_CMDLINE_WORD} "*) skip=" ${skip} " ;; esac`,
     `for m in ${modules.map(shQuoteFixed).join(" ")}; do`,
+    '  case "$skip" in *" $m "*) continue ;; esac',
     '  $B insmod /lib/modules/$m.ko || echo "nerdbox stage-1: insmod $m failed"',
     "done",
     "dev=",
     "i=0",
     'while [ -z "$dev" ] && [ $i -lt 200 ]; do',
     "  for s in /sys/block/vd*/serial; do",
-    `    [ -r "$s" ] && [ "$($B cat "$s")" = ${RUNTIME_DISK_SERIAL} ] && dev=\${s%/serial} && dev=/dev/\${dev##*/}`,
+    '    ser=; [ -r "$s" ] && read -r ser < "$s"',
+    `    [ "$ser" = ${RUNTIME_DISK_SERIAL} ] && dev=\${s%/serial} && dev=/dev/\${dev##*/}`,
     "  done",
     '  [ -z "$dev" ] && $B usleep 10000',
     "  i=$((i+1))",
@@ -108,11 +119,11 @@ export function stage1Script(modules: string[]): string {
     `$B mount -t ext4 -o ro,noatime "$dev" ${GUEST_RUNTIME_DIR} || { echo "nerdbox stage-1: cannot mount $dev"; $B poweroff -f; }`,
     "$B mkdir -p /run/deno",
     ...env,
-    `if $B grep -qw ${PROBE_CMDLINE_WORD} /proc/cmdline; then`,
+    `case " $cmdline " in *" ${PROBE_CMDLINE_WORD} "*)`,
     `  ${GUEST_DENO} --version >/dev/null && echo ${PROBE_OK_MARKER}`,
-    "  $B poweroff -f",
-    "fi",
-    'echo "nerdbox stage-1: exec deno at uptime $($B cut -d" " -f1 /proc/uptime)"',
+    "  $B poweroff -f ;;",
+    "esac",
+    'read -r up _ < /proc/uptime; echo "nerdbox stage-1: exec deno at uptime $up"',
     `exec ${argv}`,
     "",
   ].join("\n");

@@ -20,6 +20,8 @@ export const GUEST_MODULES = [
   "virtio_net",
   "virtio_console",
   "overlay",
+  // virtio-fs shares (the container rootfs directory; brings fuse along).
+  "virtiofs",
 ];
 
 /** LZ4 legacy frame magic (little-endian 0x184C2102) as found in Debian's x86 bzImage. */

@@ -8,14 +8,14 @@ import type { VmExit, VmHandle, VmPlan, VmStdio } from "./types.ts";
 import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
 import { ensureGuestImage, type GuestImage, PROBE_OK_MARKER } from "./guest_image.ts";
 import { hostTscKhz } from "./kernel.ts";
-import { makeRootfsImage } from "./rootfs_image.ts";
+import { prepareQemuRootfs } from "./qemu_rootfs.ts";
 import { type PasstHandle, startPasst } from "../net/passt.ts";
 import { spawnInNetns, validateNetnsPath } from "../net/netns.ts";
 import { startTcRedirect, type TcRedirect } from "../net/tc_redirect.ts";
 import { procRef, type RunRecord, sweepDeadRuns, writeRunRecord } from "./run_state.ts";
 import type { PortSpec } from "../spec/types.ts";
 import { sendVfkitHandshake } from "../../ffi/unix_dgram.ts";
-import { type QemuAccel, qemuArgv, type QemuNic, ROOTFS_GUEST_DEVICE } from "./qemu_argv.ts";
+import { type QemuAccel, qemuArgv, type QemuNic } from "./qemu_argv.ts";
 import type { GuestNetwork, GuestNetworkReport } from "../guest_protocol.ts";
 import { probeSocket } from "../net/probe.ts";
 import { networkKey } from "../spec/annotations.ts";
@@ -385,9 +385,21 @@ export async function startQemuVm(
     const image = await ensureGuestImage();
     phase("image");
     const accel = await resolveAccel(plan.accel ?? "auto", image);
-    const rootfsDisk = await makeRootfsImage(plan.rootfs, stateDir);
+    // The rootfs directory is shared (virtio-fs), or copied to ext4 where sharing cannot work.
+    const rootfs = await prepareQemuRootfs(plan.rootfs, stateDir, privDir, async (pid) => {
+      const ref = procRef(pid);
+      if (ref) (record.virtiofsd ??= []).push(ref);
+      await saveRecord();
+    });
     phase("rootfs");
-    cleanups.push(() => Deno.remove(rootfsDisk).catch(() => {}));
+    if (rootfs.share) {
+      const share = rootfs.share;
+      cleanups.push(() => share.stop());
+    }
+    if (rootfs.disk) {
+      const disk = rootfs.disk;
+      cleanups.push(() => Deno.remove(disk).catch(() => {}));
+    }
 
     // Networks.
     const nics: QemuNic[] = [];
@@ -451,15 +463,9 @@ export async function startQemuVm(
           });
         }
       }
-      guestNetworks =
-        buildGuestConfig(plan, { kind: "block", device: ROOTFS_GUEST_DEVICE, fstype: "ext4" })
-          .networks;
+      guestNetworks = buildGuestConfig(plan, rootfs.guest).networks;
     }
-    const config = buildGuestConfig(plan, {
-      kind: "block",
-      device: ROOTFS_GUEST_DEVICE,
-      fstype: "ext4",
-    });
+    const config = buildGuestConfig(plan, rootfs.guest);
     config.networks = guestNetworks;
     if (redirect && !config.dns) config.dns = await podDns(plan.netns!);
     if (opts.dhcpTimeoutMs !== undefined) config.dhcpTimeoutMs = opts.dhcpTimeoutMs;
@@ -486,7 +492,8 @@ export async function startQemuVm(
       kernel: image.kernel,
       initramfs: image.initramfs,
       runtimeDisk: image.runtimeDisk,
-      rootfsDisk,
+      rootfsDisk: rootfs.disk,
+      shares: rootfs.share ? [rootfs.share] : [],
       channelSocket: ctlPath,
       consoleLog,
       tscKhz: await hostTscKhz(),

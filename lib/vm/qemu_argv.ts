@@ -4,8 +4,9 @@
  * serial console to a file, and the NICs in order. Every path and name is one argv element or an
  * option value escaped by QEMU's comma rule; nothing user-given enters the kernel command line.
  */
-import { PROBE_CMDLINE_WORD, RUNTIME_DISK_SERIAL } from "./guest_image.ts";
+import { NONET_CMDLINE_WORD, PROBE_CMDLINE_WORD, RUNTIME_DISK_SERIAL } from "./guest_image.ts";
 import { CHANNEL_PORT_NAME } from "../guest_protocol.ts";
+import { VIRTIOFS_MEMORY_BACKEND, virtiofsQemuArgs } from "./virtiofs.ts";
 
 /** A resolved accelerator. */
 export type QemuAccel = "kvm" | "tcg";
@@ -31,8 +32,10 @@ export interface QemuArgvInput {
   kernel: string;
   initramfs: string;
   runtimeDisk: string;
-  /** The container's rootfs image (`/dev/vdb`), absent for probe boots. */
+  /** The container's rootfs image (`/dev/vdb`), when it is not shared (ext4 fallback). */
   rootfsDisk?: string;
+  /** Host directories shared with virtio-fs (lib/vm/virtiofs.ts), by tag and daemon socket. */
+  shares?: Array<{ tag: string; socket: string }>;
   /** UNIX socket the host listens on for the channel (QEMU connects). */
   channelSocket?: string;
   /** File receiving the serial console. */
@@ -66,7 +69,7 @@ export function qemuOptValue(value: string, what: string): string {
 }
 
 /** The fixed kernel command line (no user values). */
-export function kernelCmdline(opts: { tscKhz?: number; probe?: boolean }): string {
+export function kernelCmdline(opts: { tscKhz?: number; probe?: boolean; noNet?: boolean }): string {
   const words = [
     "console=ttyS0",
     "panic=-1",
@@ -80,6 +83,8 @@ export function kernelCmdline(opts: { tscKhz?: number; probe?: boolean }): strin
     "8250.nr_uarts=1",
     "random.trust_cpu=on",
   ];
+  // No NIC: stage-1 skips the virtio-net modules (a fixed word, no user value).
+  if (opts.noNet) words.push(NONET_CMDLINE_WORD);
   if (opts.tscKhz !== undefined) {
     if (!Number.isInteger(opts.tscKhz) || opts.tscKhz <= 0) {
       throw new Error(`tsc_early_khz ${opts.tscKhz}: expected a positive integer`);
@@ -96,9 +101,16 @@ export function qemuArgv(input: QemuArgvInput): string[] {
     if (!Number.isInteger(v) || v < 1) throw new Error(`${what} ${v}: expected a positive integer`);
   }
   const esc = qemuOptValue;
+  const shares = input.shares ?? [];
   const args = [
     "-M",
-    "microvm,acpi=on",
+    // virtio-fs maps guest RAM into virtiofsd: RAM must come from the shared memfd backend.
+    shares.length > 0
+      ? `microvm,acpi=on,memory-backend=${VIRTIOFS_MEMORY_BACKEND}`
+      : "microvm,acpi=on",
+    // Modern (version 2) virtio-mmio for every device: libvhost-user refuses legacy devices.
+    "-global",
+    "virtio-mmio.force-legacy=false",
     "-accel",
     input.accel,
     "-cpu",
@@ -116,7 +128,11 @@ export function qemuArgv(input: QemuArgvInput): string[] {
     "-initrd",
     input.initramfs,
     "-append",
-    kernelCmdline({ tscKhz: input.accel === "tcg" ? input.tscKhz : undefined, probe: input.probe }),
+    kernelCmdline({
+      tscKhz: input.accel === "tcg" ? input.tscKhz : undefined,
+      probe: input.probe,
+      noNet: input.nics.length === 0,
+    }),
     "-chardev",
     `file,id=con,path=${esc(input.consoleLog, "console log path")}`,
     "-serial",
@@ -134,6 +150,7 @@ export function qemuArgv(input: QemuArgvInput): string[] {
       `virtio-blk-device,drive=rootfs,serial=${ROOTFS_DISK_SERIAL}`,
     );
   }
+  args.push(...virtiofsQemuArgs(shares, input.memoryMiB));
   if (input.channelSocket !== undefined) {
     args.push(
       "-device",

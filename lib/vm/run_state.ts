@@ -23,6 +23,8 @@ export interface RunRecord {
   owner: ProcRef;
   qemu?: ProcRef;
   passt?: ProcRef;
+  /** virtio-fs daemons (lib/vm/virtiofs.ts), one per shared directory. */
+  virtiofsd?: ProcRef[];
   /** The caller's netns the run redirected an interface in. */
   netns?: string;
   tcRedirect?: { tap: string; dev: string; txqlen?: number };
@@ -105,6 +107,10 @@ export function parseRunRecord(text: string): RunRecord | undefined {
   const rec: RunRecord = { version: 1, owner: v.owner };
   if (isRef(v.qemu)) rec.qemu = v.qemu;
   if (isRef(v.passt)) rec.passt = v.passt;
+  if (Array.isArray(v.virtiofsd)) {
+    const refs = v.virtiofsd.filter(isRef);
+    if (refs.length > 0) rec.virtiofsd = refs;
+  }
   const tc = v.tcRedirect as { tap?: unknown; dev?: unknown; txqlen?: unknown } | undefined;
   if (
     typeof v.netns === "string" && typeof tc === "object" && tc !== null &&
@@ -134,13 +140,13 @@ function kill(ref: ProcRef | undefined, group: boolean): void {
 /**
  * The command-line arguments that mark a process as started for the run in `dir`: passt's
  * `-s <dir>/passt/passt.sock`, QEMU's channel chardev `path=<dir>/ctl/sock` (commas doubled by
- * QEMU's option escaping).
+ * QEMU's option escaping), virtiofsd's `--socket-path=<dir>/ctl/…`.
  */
 export function runArgMarkers(dir: string): { exact: string[]; contains: string[] } {
   const q = dir.replaceAll(",", ",,");
   return {
     exact: [`${dir}/passt/passt.sock`],
-    contains: [`path=${q}/ctl/sock,`, `path=${q}/ctl.sock,`],
+    contains: [`path=${q}/ctl/sock,`, `path=${q}/ctl.sock,`, `--socket-path=${dir}/ctl/`],
   };
 }
 
@@ -176,6 +182,7 @@ export async function runProcesses(dir: string): Promise<ProcRef[]> {
 export async function cleanDeadRun(dir: string, rec: RunRecord): Promise<void> {
   kill(rec.qemu, true);
   kill(rec.passt, false);
+  for (const ref of rec.virtiofsd ?? []) kill(ref, false);
   // What the record missed (the owner died between a spawn and saving the record).
   for (const ref of await runProcesses(dir)) kill(ref, false);
   if (rec.netns && rec.tcRedirect) {

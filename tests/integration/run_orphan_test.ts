@@ -36,10 +36,14 @@ Deno.test("kill -9 of nerdbox run: QEMU and passt end by themselves; the next ru
       );
       stateDir = await waitFor("the run's state dir", run, () => stateDirOf(run.child.pid));
       const rec = parseRunRecord(await Deno.readTextFile(`${stateDir}/${RUN_RECORD_FILE}`));
-      assert.ok(rec?.qemu && rec.passt, `owner.json names QEMU and passt: ${JSON.stringify(rec)}`);
+      assert.ok(
+        rec?.qemu && rec.passt && rec.virtiofsd?.length === 1,
+        `owner.json names QEMU, passt and the rootfs's virtiofsd: ${JSON.stringify(rec)}`,
+      );
       const procs = [...(await procsMentioning(stateDir)).values()];
       assert.ok(procs.some((a) => /qemu-system/.test(a)), `QEMU of the run: ${procs}`);
       assert.ok(procs.some((a) => /passt/.test(a)), `passt of the run: ${procs}`);
+      assert.ok(procs.some((a) => /virtiofsd/.test(a)), `virtiofsd of the run: ${procs}`);
     } catch (e) {
       run.child.kill("SIGKILL");
       await run.done;
@@ -48,7 +52,7 @@ Deno.test("kill -9 of nerdbox run: QEMU and passt end by themselves; the next ru
     run.child.kill("SIGKILL");
     await run.done;
     const ms = await waitProcsGone(stateDir, 30_000);
-    console.log(`QEMU and passt of the SIGKILLed run gone ${ms} ms after the kill`);
+    console.log(`QEMU, passt and virtiofsd of the SIGKILLed run gone ${ms} ms after the kill`);
     // What the guest saw: EOF on the nerdbox.ctl port once QEMU's chardev peer closed.
     const consoleText = await Deno.readTextFile(`${stateDir}/console.log`);
     assert.match(consoleText, /nerdbox-init: the host closed the channel: the host is gone/);

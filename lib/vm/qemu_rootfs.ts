@@ -1,0 +1,69 @@
+/**
+ * How a QEMU run gets its container rootfs: the directory shared with virtio-fs (no copy; the
+ * container's writes land in the directory, as with runc and libkrun), or — only where sharing
+ * cannot work — a per-run ext4 copy (`mke2fs -d`) attached as `/dev/vdb` under a tmpfs overlay.
+ */
+import type { GuestRootfs } from "../guest_protocol.ts";
+import { makeRootfsImage } from "./rootfs_image.ts";
+import { ROOTFS_GUEST_DEVICE } from "./qemu_argv.ts";
+import { startVirtiofsd, virtiofsAvailable, type VirtiofsShare } from "./virtiofs.ts";
+
+/** The virtio-fs tag of the container rootfs (the same as libkrun's). */
+export const QEMU_ROOTFS_TAG = "rootfs";
+
+/** What the run attaches for its rootfs. */
+export interface QemuRootfs {
+  guest: GuestRootfs;
+  /** The per-run ext4 copy (fallback only). */
+  disk?: string;
+  /** The rootfs share (virtio-fs). */
+  share?: VirtiofsShare;
+  /** Why the ext4 copy was used (absent when shared). */
+  fallbackReason?: string;
+}
+
+/** Longest UNIX socket path (108 bytes with the NUL). */
+const SUN_PATH_MAX = 107;
+
+/**
+ * Why the rootfs cannot be shared (undefined when it can): `NERDBOX_QEMU_ROOTFS=ext4` asks for
+ * the copy; not root or no virtiofsd; a path virtiofsd's option list cannot carry (a comma); a
+ * socket path too long for `sun_path`.
+ */
+export function shareBlocker(rootfs: string, socket: string): string | undefined {
+  if (Deno.env.get("NERDBOX_QEMU_ROOTFS") === "ext4") return "NERDBOX_QEMU_ROOTFS=ext4";
+  const why = virtiofsAvailable();
+  if (why) return why;
+  if (rootfs.includes(",")) return `the rootfs path ${JSON.stringify(rootfs)} has a comma`;
+  if (new TextEncoder().encode(socket).length > SUN_PATH_MAX) {
+    return `the socket path ${socket} is longer than ${SUN_PATH_MAX} bytes`;
+  }
+  return undefined;
+}
+
+/**
+ * Shares `rootfs` (starting its virtiofsd, socket `<socketDir>/fs0.sock`, pid given to `onSpawn`
+ * before anything waits) or builds the ext4 copy in `stateDir`. The caller stops the share or
+ * removes the disk at the end.
+ */
+export async function prepareQemuRootfs(
+  rootfs: string,
+  stateDir: string,
+  socketDir: string,
+  onSpawn: (pid: number) => Promise<void> | void,
+): Promise<QemuRootfs> {
+  const socket = `${socketDir}/fs0.sock`;
+  const blocker = shareBlocker(rootfs, socket);
+  if (blocker === undefined) {
+    const st = await Deno.stat(rootfs).catch(() => null);
+    if (!st?.isDirectory) throw new Error(`rootfs: ${JSON.stringify(rootfs)} is not a directory`);
+    const share = await startVirtiofsd({ tag: QEMU_ROOTFS_TAG, source: rootfs, socket, onSpawn });
+    return { guest: { kind: "virtiofs", tag: QEMU_ROOTFS_TAG }, share };
+  }
+  const disk = await makeRootfsImage(rootfs, stateDir);
+  return {
+    guest: { kind: "block", device: ROOTFS_GUEST_DEVICE, fstype: "ext4" },
+    disk,
+    fallbackReason: blocker,
+  };
+}
