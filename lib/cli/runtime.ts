@@ -135,7 +135,9 @@ async function deleteVerb(a: RuntimeArgs): Promise<number> {
     const run = text === undefined ? undefined : parseRunRecord(text);
     if (run && !isAlive(run.owner)) await cleanDeadRun(rec.runDir, run);
   }
-  await Deno.remove(sandboxPaths(a.global.root, id).dir, { recursive: true });
+  const paths = sandboxPaths(a.global.root, id);
+  await Deno.remove(paths.control).catch(() => {}); // outside the dir when its path is long
+  await Deno.remove(paths.dir, { recursive: true });
   return 0;
 }
 

@@ -87,7 +87,9 @@ interface Created {
 }
 
 async function removeSandbox(root: string, id: string): Promise<void> {
-  await Deno.remove(sandboxPaths(root, id).dir, { recursive: true }).catch(() => {});
+  const paths = sandboxPaths(root, id);
+  await Deno.remove(paths.control).catch(() => {});
+  await Deno.remove(paths.dir, { recursive: true }).catch(() => {});
 }
 
 /** Creates sandbox `id` from `bundle`; `detachedIo` gives the supervisor no stdio. */

@@ -95,10 +95,29 @@ export interface SandboxPaths {
   log: string;
 }
 
-/** The paths of sandbox `id` under `root`. */
+/** Where control sockets go whose path under the root would not fit `sun_path` (107 bytes). */
+export const LONG_PATH_SOCKETS = `${RUN_STATE_ROOT}/runtime-ctl`;
+
+function fnv1a64(text: string): string {
+  let h = 0xcbf29ce484222325n;
+  for (const b of new TextEncoder().encode(text)) {
+    h = ((h ^ BigInt(b)) * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return h.toString(16).padStart(16, "0");
+}
+
+/**
+ * The paths of sandbox `id` under `root`. The control socket lives in the sandbox dir unless that
+ * path is too long for a UNIX socket (Docker's runtime roots with 64-hex ids are): then under
+ * LONG_PATH_SOCKETS, named by a hash of the dir.
+ */
 export function sandboxPaths(root: string, id: string): SandboxPaths {
   const dir = `${root}/${id}`;
-  return { dir, state: `${dir}/state.json`, control: `${dir}/ctl.sock`, log: `${dir}/log` };
+  let control = `${dir}/ctl.sock`;
+  if (new TextEncoder().encode(control).length > 107) {
+    control = `${LONG_PATH_SOCKETS}/${fnv1a64(dir)}.sock`;
+  }
+  return { dir, state: `${dir}/state.json`, control, log: `${dir}/log` };
 }
 
 /** Writes the record atomically. */

@@ -13,7 +13,13 @@ import type { VmHandle, VmPlan, VmStdio } from "../vm/types.ts";
 import { type ControlRequest, writeAll } from "./control.ts";
 import { serveExec } from "./exec_server.ts";
 import { networkSummary, planSandbox, sandboxSpecOf } from "./prepare.ts";
-import { readRecord, sandboxPaths, type SandboxRecord, writeRecord } from "./state.ts";
+import {
+  LONG_PATH_SOCKETS,
+  readRecord,
+  sandboxPaths,
+  type SandboxRecord,
+  writeRecord,
+} from "./state.ts";
 import { ConnReader } from "./control.ts";
 
 /** Options of the supervisor. */
@@ -63,6 +69,10 @@ export async function supervise(opts: SuperviseOptions): Promise<number> {
   } catch (e) {
     await save({ status: "stopped", exitCode: 1, error: (e as Error).message });
     return 1;
+  }
+  if (!paths.control.startsWith(`${paths.dir}/`)) {
+    await Deno.mkdir(LONG_PATH_SOCKETS, { recursive: true, mode: 0o700 });
+    await Deno.remove(paths.control).catch(() => {});
   }
   const listener = Deno.listen({ transport: "unix", path: paths.control });
   const log = await Deno.open(paths.log, { create: true, append: true, mode: 0o600 });

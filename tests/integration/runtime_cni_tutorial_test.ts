@@ -96,6 +96,16 @@ Deno.test("gVisor CNI tutorial with nerdbox: spec, run -detach, curl the pod IP,
       120_000,
     );
     assert.equal(body, "Hello World!");
+    // nerdbox inspect --sandbox: which network, which provider, the pod IP
+    const info = JSON.parse(await nbOk(["inspect", "--sandbox", id, "--json"]));
+    assert.equal(info.status, "running");
+    assert.equal(info.network.netns, netns);
+    assert.match(info.network.provider, /tc redirect|passt|TSI/);
+    assert.ok(
+      info.podIps.some((a: string) => a.startsWith(`${podIp}/`)),
+      JSON.stringify(info.podIps),
+    );
+    assert.ok(pidAlive(info.vmmPid), "the VMM pid inspect reports is alive");
     assert.match(
       await sh("ip", ["-n", id, "-o", "link", "show"]),
       /nbxt[0-9a-f]{8}/,
