@@ -30,6 +30,25 @@ const SUBCOMMANDS: Record<string, { summary: string; load: () => Promise<Subcomm
   },
 };
 
+/** The OCI runtime verbs (lib/cli/runtime.ts); `run ID` too (see isRuntimeRun). */
+const RUNTIME_VERBS: Record<string, string> = {
+  spec: "write a default OCI config.json (--netns, --cwd, -- CMD…)",
+  create: "create a sandbox from a bundle (OCI runtime: --bundle --pid-file --console-socket)",
+  start: "start a created sandbox's workload",
+  state: "print a sandbox's OCI state JSON",
+  list: "list sandboxes (also: ps)",
+  kill: "send a signal to a sandbox's workload (ID [SIGNAL])",
+  delete: "delete a sandbox (-f: even a running one)",
+  exec: "run another process in a running sandbox (ID -- CMD…)",
+  logs: "print a sandbox's workload output",
+  features: "print the runtime's OCI features JSON",
+};
+const RUNTIME_HIDDEN = ["ps", "_supervise"];
+
+async function runtimeMain(argv: string[]): Promise<number> {
+  return await (await import("./lib/cli/runtime.ts")).main(argv);
+}
+
 /** The program's top-level usage text. */
 export function usage(): string {
   const lines = Object.entries(SUBCOMMANDS)
@@ -41,6 +60,9 @@ export function usage(): string {
     "",
     "Commands:",
     ...lines,
+    "",
+    "OCI runtime commands (runc's command line; run ID [-d] [--bundle DIR] too):",
+    ...Object.entries(RUNTIME_VERBS).map(([name, summary]) => `  ${name.padEnd(9)} ${summary}`),
     "",
     "Options:",
     "  -h, --help     show this help (also: nerdbox <command> --help)",
@@ -61,6 +83,13 @@ export async function dispatch(argv: string[], invokedAs: string): Promise<numbe
   if (name === "-V" || name === "--version" || name === "version") {
     console.log(`nerdbox ${VERSION}`);
     return 0;
+  }
+  if (name.startsWith("-") || name in RUNTIME_VERBS || RUNTIME_HIDDEN.includes(name)) {
+    return await runtimeMain(argv); // global runtime flags (--root …) come before the verb
+  }
+  if (name === "run") {
+    const { isRuntimeRun } = await import("./lib/cli/runtime_flags.ts");
+    if (isRuntimeRun(rest)) return await runtimeMain(argv);
   }
   const cmd = SUBCOMMANDS[name];
   if (!cmd) {

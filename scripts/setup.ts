@@ -4,6 +4,7 @@
  */
 import { installLibkrun } from "./setup_libkrun.ts";
 import { installNestedKernel } from "./setup_nested.ts";
+import { installOciClients } from "./setup_podman.ts";
 
 /** Debian packages nerdbox and its tests use. */
 export const DEBIAN_PACKAGES = [
@@ -63,6 +64,7 @@ async function main(): Promise<void> {
   }
   await installLibkrun();
   await installNestedKernel();
+  await installOciClients();
   // Cache the program's own dependencies so later runs need no network.
   await run(Deno.execPath(), ["install", "--quiet"]);
   console.error("setup: all present");

@@ -31,6 +31,7 @@ export const EXIT_PROBE_FAILED = 3;
 
 const USAGE = `Usage: nerdbox inspect [--json] [--probe] ANNOTATION...
        nerdbox inspect [--json] [--probe] --spec CONFIG_JSON
+       nerdbox inspect [--json] --sandbox ID [--root DIR]   (a runtime-CLI sandbox's state)
 
 Parses, validates and explains io.containerd.nerdbox.* annotations.
 
@@ -340,6 +341,9 @@ function verdict(rep: InspectReport): string {
 
 /** `nerdbox inspect` entry point; returns the exit code. */
 export async function main(args: string[]): Promise<number> {
+  if (args.some((a) => a === "--sandbox" || a.startsWith("--sandbox="))) {
+    return await (await import("./inspect_sandbox.ts")).main(args);
+  }
   let values: { json?: boolean; probe?: boolean; spec?: string; help?: boolean };
   let positionals: string[];
   try {

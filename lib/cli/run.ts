@@ -245,7 +245,7 @@ function absolute(path: string): string {
 }
 
 /** The inputs for buildSandboxSpec from flags (reads the bundle when given). */
-async function sandboxInput(f: RunFlags) {
+export async function sandboxInput(f: RunFlags) {
   const env = envEntries(f.env);
   const id = f.name ?? `run-${crypto.randomUUID().slice(0, 8)}`;
   if (f.bundle !== undefined) {
