@@ -3,7 +3,7 @@
  * Debian 12 (run as root). Quick when everything is already present.
  */
 import { installLibkrun } from "./setup_libkrun.ts";
-import { installPrivateContainerd } from "./setup_containerd.ts";
+import { installPrivateContainerd, installPrivateGvproxy } from "./setup_containerd.ts";
 
 /** Debian packages nerdbox and its tests use. */
 export const DEBIAN_PACKAGES = [
@@ -63,6 +63,7 @@ async function main(): Promise<void> {
   }
   await installLibkrun();
   await installPrivateContainerd();
+  await installPrivateGvproxy();
   // Cache the program's own dependencies so later runs need no network.
   await run(Deno.execPath(), ["install", "--quiet"]);
   console.error("setup: all present");

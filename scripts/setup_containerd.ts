@@ -158,3 +158,13 @@ export async function installPrivateContainerd(): Promise<void> {
     }
   }
 }
+
+/** Debian sid's gvisor-tap-vsock (`gvproxy`), unpacked privately; binary at usr/bin/gvproxy. */
+export const GVPROXY_DIR = `${PRIVATE_ROOT}/gvproxy`;
+
+/** Installs sid's gvproxy (bookworm has none) unless present. */
+export async function installPrivateGvproxy(): Promise<void> {
+  if (await exists(`${GVPROXY_DIR}/usr/bin/gvproxy`)) return;
+  console.error(`setup: installing gvproxy from Debian sid into ${GVPROXY_DIR}`);
+  await installPrivateDeb("sid", "gvproxy", GVPROXY_DIR);
+}

@@ -14,6 +14,8 @@ import {
   startContainerd,
 } from "../helpers/containerd.ts";
 import { assertNoLeftovers, tasks, waitFor } from "../helpers/shim_exec_env.ts";
+import { type Provider, startPasst } from "../helpers/providers.ts";
+import { startGvproxyBinary } from "../helpers/gvproxy_bin.ts";
 
 const R = ["--runtime", RUNTIME];
 
@@ -77,6 +79,48 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
         await assertNoLeftovers(ctd, ["vt1"]);
       },
     );
+
+    if (line.startsWith("2.")) {
+      for (
+        const [name, start] of [["passt", startPasst], ["gvproxy", startGvproxyBinary]] as const
+      ) {
+        await t.step(
+          `the seed's command with ${name}: -t shell with job control, network from the annotation`,
+          async () => {
+            const net: Provider = await start(`nbx-seed-${name}`);
+            try {
+              const mac = "5a:94:ef:e4:0c:ee";
+              const ann = `io.containerd.nerdbox.network.0=socket=${net.socket},mode=unixstream,` +
+                `mac=${mac},addr=${net.guestIp}/24`;
+              const cmd =
+                `${ctd.ctrBin} -a ${ctd.address} run -t --net-host --cap-add CAP_NET_ADMIN ` +
+                `--rm ${R.join(" ")} --annotation ${ann} ${IMAGE} seed-${name} ` +
+                `sh -ic 'set -- $(cat /proc/$$/stat); echo S$6:P$$:T$7:E; ip addr; ip route; exit 0'`;
+              const o = await new Deno.Command("script", {
+                args: ["-qfec", cmd, "/dev/null"],
+                stdin: "null",
+                stdout: "piped",
+                stderr: "piped",
+                signal: AbortSignal.timeout(170_000),
+              }).output();
+              const out = new TextDecoder().decode(o.stdout);
+              equal(o.code, 0, out);
+              doesNotMatch(out, /can't access tty|job control turned off/);
+              const m = /S(\d+):P(\d+):T(\d+):E/.exec(out);
+              ok(m, out);
+              equal(m[1], m[2], "session leader");
+              notEqual(m[3], "0", "tty_nr");
+              match(out, new RegExp(`link/ether ${mac}`));
+              match(out, new RegExp(`inet ${net.guestIp.replaceAll(".", "\\.")}/24`));
+              match(out, new RegExp(`default via ${net.gatewayIp.replaceAll(".", "\\.")}`));
+            } finally {
+              await net.close();
+            }
+            await assertNoLeftovers(ctd, [`seed-${name}`]);
+          },
+        );
+      }
+    }
 
     await t.step("SIGKILL while the VM boots ends the task at once with 137", async () => {
       const log = `/run/${ctd.name}/vk1.log`;
