@@ -17,6 +17,7 @@ export const DEBIAN_PACKAGES = [
   "iproute2",
   "iptables",
   "e2fsprogs",
+  "erofs-utils",
   "lz4",
   "cpio",
   "socat",
