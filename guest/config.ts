@@ -57,7 +57,19 @@ function rootfs(v: unknown): GuestRootfs {
     }
     return { kind: "block", device, fstype: v.fstype };
   }
-  throw new ConfigError("rootfs.kind", v.kind, '"virtiofs" or "block"');
+  if (v.kind === "layers") {
+    const devices = v.devices;
+    if (!Array.isArray(devices) || devices.length === 0 || devices.length > 128) {
+      throw new ConfigError("rootfs.devices", devices, "1-128 /dev/ paths");
+    }
+    for (const d of devices) {
+      if (typeof d !== "string" || !/^\/dev\/[A-Za-z0-9_./-]+$/.test(d) || d.includes("..")) {
+        throw new ConfigError("rootfs.devices", d, "a /dev/ path");
+      }
+    }
+    return { kind: "layers", devices: devices as string[] };
+  }
+  throw new ConfigError("rootfs.kind", v.kind, '"virtiofs", "block" or "layers"');
 }
 
 /** Checks a GuestProcess (the workload's or an EXEC request's); `path` prefixes field names. */

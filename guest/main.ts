@@ -19,7 +19,13 @@ import {
 import { configureNetworks, NetworkError, type NetworkState, releaseAll } from "./network.ts";
 import { hostsFile, mergeDns, resolvConf } from "./resolv.ts";
 import { startReaper } from "./reaper.ts";
-import { ExecError, loadTerminalSupport, type Running, startProcess } from "./workload.ts";
+import {
+  ExecError,
+  loadTerminalSupport,
+  openSessionHelper,
+  type Running,
+  startProcess,
+} from "./workload.ts";
 import {
   decodeJson,
   type Frame,
@@ -333,6 +339,7 @@ async function main(): Promise<never> {
     });
     if (rootIsVirtiofs) krunFd = c.open("/", c.O.RDONLY | c.O.CLOEXEC);
     if (cfg.process.terminal) await loadTerminalSupport();
+    openSessionHelper(); // before chroot: terminal processes (also later execs) need it
     c.chroot(root);
     mark("rootfs");
     markReady();

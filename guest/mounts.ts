@@ -3,6 +3,7 @@
  * container rootfs (block device read-only + tmpfs overlay, or virtio-fs), the same basics inside
  * it, and the generated /etc files bound into it.
  */
+import { mountErofsLayers } from "./erofs.ts";
 import * as c from "./libc.ts";
 import type { GuestRootfs } from "../lib/guest_protocol.ts";
 import { mountVirtiofs } from "./virtiofs.ts";
@@ -177,6 +178,10 @@ export function mountRootfs(rootfs: GuestRootfs): string {
       mountVirtiofs(rootfs.tag, root);
       return root;
     }
+    if (rootfs.kind === "layers") {
+      mountErofsLayers(rootfs, WORK_DIR, root);
+      return root;
+    }
     const lower = `${WORK_DIR}/lower`, upper = `${WORK_DIR}/upper`, work = `${WORK_DIR}/work`;
     for (const d of [lower, upper, work]) mkdirp(d);
     const deadline = Date.now() + 2000;
@@ -190,6 +195,8 @@ export function mountRootfs(rootfs: GuestRootfs): string {
   } catch (err) {
     const what = rootfs.kind === "virtiofs"
       ? `virtio-fs tag "${rootfs.tag}"`
+      : rootfs.kind === "layers"
+      ? `erofs layers ${rootfs.devices.join(", ")}`
       : `${rootfs.fstype} on ${rootfs.device}`;
     throw new RootfsError(
       `cannot mount the rootfs (${what}): ${err instanceof Error ? err.message : err}`,

@@ -1,8 +1,9 @@
 /**
  * Runs the workload (and exec'd processes) in the already-chrooted init: resolves the program
  * like execvp, spawns it with its args, env (only its own), cwd, uid and gid, and copies its
- * output to the channel. Terminal mode gives it a pty's slave as stdio (best effort: no
- * controlling terminal, see docs/guest-init.md).
+ * output to the channel. Terminal mode gives it a pty's slave as stdio and makes that pty its
+ * controlling terminal in a session of its own (through the guest image's busybox `setsid -c`,
+ * opened before chroot), so ^C, job control and SIGWINCH work.
  */
 import * as c from "./libc.ts";
 import type { GuestProcess } from "../lib/guest_protocol.ts";
@@ -51,6 +52,42 @@ let nodeSpawn: typeof nodeSpawnType | undefined;
  */
 export async function loadTerminalSupport(): Promise<void> {
   nodeSpawn ??= (await import("node:child_process")).spawn;
+}
+
+/** fd of the guest image's busybox (O_CLOEXEC), run as `setsid -c` for terminal mode; -1 = none. */
+let sessionHelperFd = -1;
+
+/**
+ * Opens the guest image's busybox for terminal mode; call before chroot (after it the container's
+ * root is `/`). Without it a terminal workload gets the pty as stdio but no controlling terminal.
+ */
+export function openSessionHelper(path = "/bin/busybox"): void {
+  if (sessionHelperFd >= 0) return;
+  try {
+    sessionHelperFd = c.open(path, c.O.RDONLY | c.O.CLOEXEC);
+  } catch {
+    sessionHelperFd = -1;
+  }
+}
+
+/**
+ * The program and argv for a terminal workload: through the session helper (exec'd by its
+ * /proc/self/fd path, which works for a close-on-exec ELF) when it is open, else directly.
+ */
+export function terminalCommand(
+  program: string,
+  args: string[],
+  env: Record<string, string>,
+  helperFd = sessionHelperFd,
+): { file: string; argv0: string; args: string[] } {
+  if (helperFd < 0) return { file: program, argv0: args[0], args: args.slice(1) };
+  // busybox's setsid runs execvp(args[0]): give it the name when its PATH lookup matches ours.
+  const name = args[0].includes("/") || env.PATH !== undefined ? args[0] : program;
+  return {
+    file: `/proc/self/fd/${helperFd}`,
+    argv0: "setsid",
+    args: ["-c", name, ...args.slice(1)],
+  };
 }
 
 /** The program could not be executed: exit status 127 (not found) or 126 (not executable). */
@@ -254,7 +291,8 @@ function startTerminal(
   owned: Set<number>,
 ): Running {
   // Deno.Command's "inherit" uses Deno's own saved stdio handles, so the slave cannot be slipped
-  // in with dup2; node:child_process takes raw fds. `detached` makes the child a session leader.
+  // in with dup2; node:child_process takes raw fds. Not `detached`: the helper's setsid() must
+  // succeed without forking (the child is not a group leader), then TIOCSCTTY on stdin.
   if (!nodeSpawn) throw new ExecError(126, "terminal mode: loadTerminalSupport() was not awaited");
   const spawnNode = nodeSpawn;
   const { master, slavePath } = c.openPty();
@@ -264,14 +302,14 @@ function startTerminal(
     const slave = c.open(slavePath, c.O.RDWR | c.O.NOCTTY | c.O.CLOEXEC);
     try {
       c.setWinsize(master, 80, 24);
-      child = spawnNode(program, p.args.slice(1), {
-        argv0: p.args[0],
+      const cmd = terminalCommand(program, p.args, env);
+      child = spawnNode(cmd.file, cmd.args, {
+        argv0: cmd.argv0,
         cwd: p.cwd || "/",
         env: { TERM: "xterm", ...env },
         uid: p.uid,
         gid: p.gid,
         stdio: [slave, slave, slave],
-        detached: true,
       });
       exited = new Promise<number>((resolve) => {
         child.once("exit", (code, signal) => {

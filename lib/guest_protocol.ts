@@ -63,7 +63,9 @@ export interface Frame {
 /** How the guest finds and mounts the container's root filesystem. */
 export type GuestRootfs =
   | { kind: "virtiofs"; tag: string }
-  | { kind: "block"; device: string; fstype: "ext4" | "erofs" };
+  | { kind: "block"; device: string; fstype: "ext4" | "erofs" }
+  /** erofs layer devices, uppermost first, stacked by the guest under a writable upper. */
+  | { kind: "layers"; devices: string[] };
 
 /** One NIC the guest must configure. */
 export interface GuestNetwork {

@@ -5,6 +5,7 @@
 import { installLibkrun } from "./setup_libkrun.ts";
 import { installNestedKernel } from "./setup_nested.ts";
 import { installOciClients } from "./setup_podman.ts";
+import { installPrivateContainerd, installPrivateGvproxy } from "./setup_containerd.ts";
 
 /** Debian packages nerdbox and its tests use. */
 export const DEBIAN_PACKAGES = [
@@ -18,6 +19,7 @@ export const DEBIAN_PACKAGES = [
   "iproute2",
   "iptables",
   "e2fsprogs",
+  "erofs-utils",
   "lz4",
   "cpio",
   "socat",
@@ -65,6 +67,8 @@ async function main(): Promise<void> {
   await installLibkrun();
   await installNestedKernel();
   await installOciClients();
+  await installPrivateContainerd();
+  await installPrivateGvproxy();
   // Cache the program's own dependencies so later runs need no network.
   await run(Deno.execPath(), ["install", "--quiet"]);
   console.error("setup: all present");

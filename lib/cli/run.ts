@@ -66,6 +66,11 @@ const FLAGS = {
     short: "i",
     help: "-i, --interactive     forward stdin to the workload",
   },
+  tty: {
+    type: "boolean",
+    short: "t",
+    help: "-t, --tty             give the workload a terminal (its controlling tty; use with -i)",
+  },
   backend: { type: "string", help: "--backend B           auto | libkrun | qemu (default auto)" },
   accel: {
     type: "string",
@@ -116,6 +121,8 @@ export interface RunFlags {
   hostname?: string;
   name?: string;
   interactive: boolean;
+  /** `-t`: the workload gets a pty in the guest. */
+  tty: boolean;
   backend?: string;
   accel: Accel;
   netns?: string;
@@ -194,6 +201,7 @@ export function parseRunFlags(argv: string[]): RunFlags {
     ...(s("hostname") !== undefined ? { hostname: s("hostname") } : {}),
     ...(s("name") !== undefined ? { name: s("name") } : {}),
     interactive: values.interactive === true,
+    tty: values.tty === true,
     ...(s("backend") !== undefined ? { backend: s("backend") } : {}),
     accel: s("accel") === undefined ? "auto" : parseAccel(s("accel")!),
     ...(s("netns") !== undefined ? { netns: s("netns") } : {}),
@@ -260,6 +268,7 @@ export async function sandboxInput(f: RunFlags) {
       args: f.command.length > 0 ? f.command : b.process.args,
       env: mergeEnv(b.process.env, env),
       cwd: f.workdir ?? b.process.cwd,
+      terminal: f.tty || b.process.terminal,
     };
     const netns = f.netns ?? b.netnsPath;
     return {
@@ -291,7 +300,7 @@ export async function sandboxInput(f: RunFlags) {
     cwd: f.workdir ?? "/",
     uid: 0,
     gid: 0,
-    terminal: false,
+    terminal: f.tty,
   };
   return {
     id,
@@ -464,7 +473,7 @@ async function runVm(plan: VmPlan, flags: RunFlags, relay: SignalRelay): Promise
     stdout: unclosable(Deno.stdout),
     stderr: unclosable(Deno.stderr),
     ...(flags.interactive ? { stdin: Deno.stdin.readable } : {}),
-    terminal: false,
+    terminal: flags.tty,
     onWarning: (msg) => err(`warning: ${msg}`),
   };
   try {
@@ -484,6 +493,11 @@ async function runVm(plan: VmPlan, flags: RunFlags, relay: SignalRelay): Promise
     if (relay.early !== undefined) {
       err(`interrupted by signal ${relay.early} while the VM was starting`);
       return 128 + relay.early;
+    }
+    if (flags.tty) {
+      const { attachHostTerminal } = await import("./run_tty.ts");
+      const detach = attachHostTerminal(relay.handle);
+      relay.handle.exited.finally(detach);
     }
     const exit = await relay.handle.exited;
     if (exit.error) err(exit.error);

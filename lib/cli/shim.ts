@@ -8,6 +8,7 @@ import { VERSION } from "../version.ts";
 
 const USAGE = `Usage: containerd-shim-nerdbox-v1 -namespace NS -address ADDR -publish-binary BIN \\
          -id ID [-bundle DIR] [-debug] start|delete
+       containerd-shim-nerdbox-v1 -info < OPTIONS   (RuntimeInfo protobuf on stdout)
 
 The containerd runtime v2 shim of nerdbox (runtime name io.containerd.nerdbox.v1). containerd runs
 it; people use it through ctr/nerdctl/CRI, e.g.:
@@ -20,6 +21,10 @@ Actions:
 async function writeAll(w: { write(p: Uint8Array): Promise<number> }, b: Uint8Array) {
   let off = 0;
   while (off < b.length) off += await w.write(b.subarray(off));
+}
+
+async function readAll(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
+  return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
 /** Runs one shim action and returns the exit code. */
@@ -39,6 +44,19 @@ export async function main(args: string[]): Promise<number> {
   if (flags.version) {
     console.log(`containerd-shim-nerdbox-v1:\n  Version:  ${VERSION}\n  Runtime:  nerdbox`);
     return 0;
+  }
+  if (flags.info) {
+    const { runtimeInfo, parseInfoOptions, encodeRuntimeInfo } = await import(
+      "../shim/runtime_info.ts"
+    );
+    try {
+      const input = Deno.stdin.isTerminal() ? new Uint8Array() : await readAll(Deno.stdin.readable);
+      await writeAll(Deno.stdout, encodeRuntimeInfo(runtimeInfo(parseInfoOptions(input))));
+      return 0;
+    } catch (err) {
+      console.error(`nerdbox shim -info: ${err instanceof Error ? err.message : err}`);
+      return 1;
+    }
   }
   switch (flags.action) {
     case "start": {

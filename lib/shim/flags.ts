@@ -15,6 +15,8 @@ export interface ShimFlags {
   debug: boolean;
   /** `-v`: print the version and exit. */
   version: boolean;
+  /** `-info`: print the RuntimeInfo protobuf (options read from stdin) and exit. */
+  info: boolean;
   /** `start`, `delete`, `serve`, or "" when none was given. */
   action: string;
   /** Positional arguments after the action. */
@@ -49,6 +51,7 @@ export function parseShimFlags(argv: string[]): ShimFlags {
     bundle: "",
     debug: false,
     version: false,
+    info: false,
     action: "",
     rest: [],
   };
@@ -62,7 +65,7 @@ export function parseShimFlags(argv: string[]): ShimFlags {
     const body = arg.replace(/^--?/, "");
     const eq = body.indexOf("=");
     const name = eq >= 0 ? body.slice(0, eq) : body;
-    if (name === "debug" || name === "v") {
+    if (name === "debug" || name === "v" || name === "info") {
       const v = eq >= 0 ? body.slice(eq + 1) : "true";
       if (
         !["1", "t", "T", "true", "TRUE", "True", "0", "f", "F", "false", "FALSE", "False"].includes(
@@ -73,6 +76,7 @@ export function parseShimFlags(argv: string[]): ShimFlags {
       }
       const on = ["1", "t", "T", "true", "TRUE", "True"].includes(v);
       if (name === "debug") out.debug = on;
+      else if (name === "info") out.info = on;
       else out.version = on;
       continue;
     }

@@ -4,6 +4,12 @@
  * shell), and unmounted again — in Delete, in the `delete` command and on every failure.
  */
 
+/**
+ * Mount types the shim takes into the VM itself instead of letting containerd mount them on the
+ * host (reported to containerd ≥ 2.2 by `-info` as `containerd.io/runtime-allow-mounts`).
+ */
+export const VM_MOUNT_TYPES: readonly string[] = [];
+
 /** One mount as containerd describes it (containerd.types.Mount). */
 export interface RootfsMount {
   type: string;

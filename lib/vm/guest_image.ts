@@ -381,6 +381,10 @@ async function build(
   }
   add({ kind: "chardev", path: "dev/console", mode: 0o600, major: 5, minor: 1 });
   add({ kind: "file", path: "bin/busybox", mode: 0o755, data: await Deno.readFile(BUSYBOX) });
+  // libkrun's root needs it too: guest init runs it as `setsid -c` for terminal workloads.
+  await Deno.mkdir(`${root}/bin`, { recursive: true });
+  await Deno.copyFile(BUSYBOX, `${root}/bin/busybox`);
+  await Deno.chmod(`${root}/bin/busybox`, 0o755);
   for (const [guestPath, hostFile] of libs) {
     const data = await Deno.readFile(hostFile);
     const rel = guestPath.slice(1);

@@ -4,6 +4,7 @@
  * `nerdbox vmm` child process (krun_start_enter ends the process that calls it) with a VmHandle
  * over the guest control channel.
  */
+import { earlyKillExit, endsBootingVm } from "./early_kill.ts";
 import {
   KrunArgumentError,
   KrunError,
@@ -484,6 +485,8 @@ class LibkrunVm implements VmHandle {
   #status: Promise<Deno.CommandStatus>;
   #done = false;
   #disposed?: Promise<void>;
+  /** A SIGKILL/SIGTERM that ended the VM before the workload started (lib/vm/early_kill.ts). */
+  #killedEarly?: number;
 
   constructor(plan: VmPlan, stdio: VmStdio, child: Deno.ChildProcess, listener: Deno.UnixListener) {
     this.#plan = plan;
@@ -539,6 +542,7 @@ class LibkrunVm implements VmHandle {
     clearTimeout(timer);
     await outputs;
     if (exit) return exit;
+    if (this.#killedEarly !== undefined) return earlyKillExit(this.#killedEarly);
     let reason = bootTimedOut
       ? `the guest init did not come up within ${bootTimeoutMs() / 1000} s (the VM was killed)`
       : classifyVmmFailure(status, tail.text);
@@ -562,6 +566,7 @@ class LibkrunVm implements VmHandle {
       return;
     }
     // No workload yet: the signal ends the VM itself.
+    if (endsBootingVm(signo)) this.#killedEarly ??= signo;
     this.#kill(SIGNAL_NAMES[signo] ?? "SIGKILL");
   }
 

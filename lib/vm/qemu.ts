@@ -4,6 +4,7 @@
  * the channel socket, spawns QEMU in its own process group (inside plan.netns when set), and runs
  * the guest session over the `nerdbox.ctl` port.
  */
+import { earlyKillExit, endsBootingVm } from "./early_kill.ts";
 import type { VmExit, VmHandle, VmPlan, VmStdio } from "./types.ts";
 import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
 import { ensureGuestImage, type GuestImage, PROBE_OK_MARKER } from "./guest_image.ts";
@@ -552,6 +553,8 @@ export async function startQemuVm(
     let resolveChannel!: (c: GuestChannel | undefined) => void;
     const channelReady = new Promise<GuestChannel | undefined>((r) => (resolveChannel = r));
     let started = false;
+    /** A SIGKILL/SIGTERM that arrived before the workload started ended the VM (lib/vm/early_kill.ts). */
+    let killedEarly: number | undefined;
     const exited = (async (): Promise<VmExit> => {
       const conn = await acceptWithin(listener, qemuStatus, 30_000);
       if (!conn) {
@@ -610,7 +613,7 @@ export async function startQemuVm(
       return await failure(`qemu backend: ${(err as Error).message}`);
     }).then(async (r) => {
       await cleanup();
-      return r;
+      return killedEarly !== undefined ? earlyKillExit(killedEarly) : r;
     });
 
     let disposed = false;
@@ -620,6 +623,11 @@ export async function startQemuVm(
       async signal(signo: number) {
         if (!Number.isInteger(signo) || signo < 1 || signo > 64) {
           throw new Error(`signal ${signo}: expected a signal number 1-64`);
+        }
+        if (!started && endsBootingVm(signo)) {
+          killedEarly ??= signo;
+          if (!qemuDone) killGroup(child.pid);
+          return;
         }
         const c = await channelReady;
         if (!c) throw new Error("the VM is not running");

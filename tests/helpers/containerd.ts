@@ -1,5 +1,6 @@
 /**
- * A private containerd 1.6 for tests (own root, state, sockets; CRI off), with nerdbox's bin/ first
+ * A private containerd for tests (1.6 = bookworm's package; 1.7 and 2.1 = the private installs of
+ * scripts/setup_containerd.ts) (own root, state, sockets; CRI off), with nerdbox's bin/ first
  * on its PATH so it finds containerd-shim-nerdbox-v1, and a busybox OCI image built from the host's
  * static busybox and imported with ctr. Everything is removed again by stop().
  */
@@ -11,6 +12,17 @@ export const RUNTIME = "io.containerd.nerdbox.v1";
 /** The test image reference. */
 export const IMAGE = "localhost/bbtest:latest";
 
+/** containerd release lines the tests run against. */
+export type ContainerdLine = "1.6" | "1.7" | "2.1";
+
+/** Every line the shim integration tests cover. */
+export const CONTAINERD_LINES: ContainerdLine[] = ["1.6", "1.7", "2.1"];
+
+/** The directory holding `containerd` and `ctr` for `line`. */
+export function containerdBinDir(line: ContainerdLine): string {
+  return line === "1.6" ? "/usr/bin" : `/opt/nerdbox/containerd-${line}/usr/bin`;
+}
+
 /** Result of one ctr invocation. */
 export interface CtrResult {
   code: number;
@@ -21,6 +33,10 @@ export interface CtrResult {
 /** A running private containerd. */
 export interface Containerd {
   name: string;
+  /** The release line this containerd is. */
+  line: ContainerdLine;
+  /** The `ctr` binary matching this containerd. */
+  ctrBin: string;
   /** gRPC socket (`ctr -a`). */
   address: string;
   /** containerd's ttrpc socket (the shims' TTRPC_ADDRESS). */
@@ -67,11 +83,22 @@ async function cleanDir(dir: string): Promise<void> {
   await Deno.remove(dir, { recursive: true }).catch(() => {});
 }
 
-/** Starts containerd under `/run/<name>` and `/var/lib/<name>` (both wiped first). */
-export async function startContainerd(name = "nerdbox-shim-test"): Promise<Containerd> {
-  for (const bin of ["containerd", "ctr"]) {
-    if ((await run("sh", ["-c", `command -v ${bin}`])).code !== 0) {
-      throw new Error(`${bin} is not installed (apt-get install containerd): the test needs it`);
+/**
+ * Starts containerd `line` under `/run/<name>` and `/var/lib/<name>` (both wiped first); config
+ * version 2 for 1.x, 3 for 2.x.
+ */
+export async function startContainerd(
+  name = "nerdbox-shim-test",
+  line: ContainerdLine = "1.6",
+): Promise<Containerd> {
+  const binDir = containerdBinDir(line);
+  const containerdBin = `${binDir}/containerd`;
+  const ctrBin = `${binDir}/ctr`;
+  for (const bin of [containerdBin, ctrBin]) {
+    if (!(await exists(bin))) {
+      throw new Error(
+        `${bin} is not installed (containerd ${line}: deno task setup installs it): the test needs it`,
+      );
     }
   }
   const runDir = `/run/${name}`;
@@ -88,10 +115,12 @@ export async function startContainerd(name = "nerdbox-shim-test"): Promise<Conta
   await Deno.writeTextFile(
     config,
     [
-      "version = 2",
+      `version = ${line.startsWith("2.") ? 3 : 2}`,
       `root = "${root}"`,
       `state = "${state}"`,
-      `disabled_plugins = ["io.containerd.grpc.v1.cri"]`,
+      line.startsWith("2.")
+        ? `disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"]`
+        : `disabled_plugins = ["io.containerd.grpc.v1.cri"]`,
       "[grpc]",
       `  address = "${address}"`,
       "[ttrpc]",
@@ -104,7 +133,7 @@ export async function startContainerd(name = "nerdbox-shim-test"): Promise<Conta
   const logPath = `${runDir}/containerd.log`;
   const log = await Deno.open(logPath, { write: true, create: true, truncate: true });
   const env = { PATH: `${REPO}/bin:${Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin"}` };
-  const child = new Deno.Command("containerd", {
+  const child = new Deno.Command(containerdBin, {
     args: ["--config", config],
     env,
     stdin: "null",
@@ -126,7 +155,7 @@ export async function startContainerd(name = "nerdbox-shim-test"): Promise<Conta
   });
 
   const ctr = async (args: string[], opts: { timeoutMs?: number } = {}): Promise<CtrResult> => {
-    const c = new Deno.Command("ctr", {
+    const c = new Deno.Command(ctrBin, {
       args: ["-a", address, ...args],
       stdin: "null",
       stdout: "piped",
@@ -137,7 +166,7 @@ export async function startContainerd(name = "nerdbox-shim-test"): Promise<Conta
     return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
   };
   const spawnCtr = (args: string[]) =>
-    new Deno.Command("ctr", {
+    new Deno.Command(ctrBin, {
       args: ["-a", address, ...args],
       stdin: "null",
       stdout: "piped",
@@ -229,6 +258,8 @@ export async function startContainerd(name = "nerdbox-shim-test"): Promise<Conta
   }
   return {
     name,
+    line,
+    ctrBin,
     address,
     ttrpcAddress: `${address}.ttrpc`,
     root,

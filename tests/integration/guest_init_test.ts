@@ -374,3 +374,65 @@ Deno.test("guest init: as PID 1 (own pid namespace) reaps, reports EXIT and powe
     assert.equal(r.code, 128 + 2, r.stderr);
   });
 });
+
+/**
+ * Drives an interactive `sh` on the guest's pty: sends each step's input once the previous
+ * step's marker (computed by the shell, so never the echoed command line) has appeared.
+ */
+function terminalScript(
+  steps: Array<{ waitFor: RegExp; send: Uint8Array | object; delayMs?: number }>,
+) {
+  let out = "";
+  let next = 0;
+  return {
+    text: () => out,
+    onFrame: async (
+      f: { type: number; proc: number; payload: Uint8Array },
+      send: (b: Uint8Array) => Promise<void>,
+    ) => {
+      if (f.type !== MsgType.STDOUT && f.type !== MsgType.STARTED) return;
+      if (f.type === MsgType.STDOUT) out += new TextDecoder().decode(f.payload);
+      while (next < steps.length && steps[next].waitFor.test(out)) {
+        const { send: s, delayMs } = steps[next++];
+        if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+        await send(
+          s instanceof Uint8Array
+            ? encodeFrame(MsgType.STDIN, 0, s)
+            : encodeJsonFrame(MsgType.RESIZE, 0, s),
+        );
+      }
+    },
+  };
+}
+
+Deno.test("guest init: terminal mode has a controlling tty (session, job control, ^C, resize)", async () => {
+  await withEnv("ctty", async (ns, rootfs) => {
+    const line = (s: string) => new TextEncoder().encode(`${s}\n`);
+    const script = terminalScript([
+      // stat fields: 6 session, 7 tty_nr, 8 tpgid; $$ is the shell (the workload).
+      { waitFor: /\$ /, send: line("set -- $(cat /proc/$$/stat); echo S$6:P$$:T$7:G$8:E") },
+      { waitFor: /S\d+:P\d+:T\d+:G-?\d+:E/, send: line("sleep 30") },
+      // ^C typed into the pty once sleep runs in the foreground
+      { waitFor: /sleep 30\r?\n/, send: Uint8Array.of(3), delayMs: 1500 },
+      { waitFor: /\^C/, send: line("echo rc=$?=R") },
+      { waitFor: /rc=\d+=R/, send: { cols: 123, rows: 45 } },
+      { waitFor: /rc=\d+=R/, send: line("echo size=$(stty size)=") },
+      { waitFor: /size=\d+ \d+=/, send: line("exit 7") },
+    ]);
+    const r = await runGuest({
+      prefix: inNs(ns),
+      config: config(rootfs, proc(["sh"], { terminal: true, env: ["PATH=/bin", "PS1=$ "] })),
+      onFrame: script.onFrame,
+      timeoutMs: 60_000,
+    });
+    const out = script.text();
+    assert.equal(r.code, 7, `${r.stderr}\n${out}`);
+    assert.doesNotMatch(out, /can't access tty|job control turned off/);
+    const [, sid, pid, ttyNr, tpgid] = /S(\d+):P(\d+):T(\d+):G(-?\d+):E/.exec(out)!;
+    assert.equal(sid, pid, "the workload leads its own session");
+    assert.notEqual(ttyNr, "0", "the workload has a controlling terminal");
+    assert.ok(Number(tpgid) > 0, "the tty has a foreground process group");
+    assert.match(out, /rc=130=R/, `^C interrupted sleep (SIGINT → 128+2):\n${out}`);
+    assert.match(out, /size=45 123=/);
+  });
+});

@@ -49,7 +49,15 @@ Deno.test("config: errors name the field, the value and what was expected", () =
   assert.throws(() => parseConfig(bad({ version: 2 })), /GuestConfig\.version = 2: expected 1/);
   assert.throws(
     () => parseConfig(bad({ rootfs: { kind: "nfs" } })),
-    /GuestConfig\.rootfs\.kind = "nfs": expected "virtiofs" or "block"/,
+    /GuestConfig\.rootfs\.kind = "nfs": expected "virtiofs", "block" or "layers"/,
+  );
+  assert.throws(
+    () => parseConfig(bad({ rootfs: { kind: "layers", devices: ["/dev/vdb", "/etc/passwd"] } })),
+    /GuestConfig\.rootfs\.devices = "\/etc\/passwd": expected a \/dev\/ path/,
+  );
+  assert.throws(
+    () => parseConfig(bad({ rootfs: { kind: "layers", devices: [] } })),
+    /GuestConfig\.rootfs\.devices = \[\]: expected 1-128 \/dev\/ paths/,
   );
   assert.throws(
     () => parseConfig(bad({ networks: [{ ...good.networks[0], mac: "zz" }] })),

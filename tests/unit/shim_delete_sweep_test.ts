@@ -40,6 +40,7 @@ Deno.test("shim delete of a dead daemon's container kills the passt it left and 
       bundle,
       debug: false,
       version: false,
+      info: false,
       action: "delete",
       rest: [],
     });

@@ -1,0 +1,90 @@
+/**
+ * `nerdbox run --backend qemu` (real QEMU/TCG guests): `-t` gives the workload its pty as
+ * controlling terminal (session leader, tty_nr ≠ 0, `sh -i` has job control), and a SIGTERM that
+ * reaches `nerdbox run` while the guest still boots ends the VM at once with 143, before the
+ * workload ever ran, leaving nothing behind.
+ */
+import { doesNotMatch, equal, notEqual, ok } from "node:assert/strict";
+import { NERDBOX } from "../helpers/nerdbox_cli.ts";
+import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
+import {
+  type Aspect,
+  assertNothingLeft,
+  nerdboxProcesses,
+  takeHostSnapshot,
+} from "../helpers/host_snapshot.ts";
+
+const ASPECTS: Aspect[] = ["processes", "runFiles", "mounts"];
+
+async function withRun(fn: (rootfs: string, id: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "nbx-ttykill-" });
+  const id = `nbx-ttykill-${crypto.randomUUID().slice(0, 8)}`;
+  const before = await takeHostSnapshot({ aspects: ASPECTS });
+  try {
+    await makeBusyboxRootfs(`${dir}/rootfs`);
+    await fn(`${dir}/rootfs`, id);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await assertNothingLeft(before, { aspects: ASPECTS, only: new RegExp(id) }, 15_000);
+  }
+}
+
+Deno.test("run -t: the workload leads a session with the pty as its controlling tty", async () => {
+  await withRun(async (rootfs, id) => {
+    // script(1) gives nerdbox run a terminal of its own, as a person's shell would.
+    const cmd = `${NERDBOX} run -i -t --name ${id} --backend qemu --accel tcg ${rootfs} -- ` +
+      `/bin/sh -ic 'set -- $(cat /proc/$$/stat); echo S$6:P$$:T$7:E; exit 6'`;
+    const o = await new Deno.Command("script", {
+      args: ["-qfec", cmd, "/dev/null"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(170_000),
+    }).output();
+    const out = new TextDecoder().decode(o.stdout);
+    equal(o.code, 6, out);
+    doesNotMatch(out, /can't access tty|job control turned off/);
+    const m = /S(\d+):P(\d+):T(\d+):E/.exec(out);
+    ok(m, out);
+    equal(m[1], m[2], "session leader");
+    notEqual(m[3], "0", "tty_nr");
+  });
+});
+
+Deno.test("run: SIGTERM while the guest boots ends the VM at once with 143", async () => {
+  await withRun(async (rootfs, id) => {
+    const child = new Deno.Command(NERDBOX, {
+      args: [
+        "run",
+        "--name",
+        id,
+        "--backend",
+        "qemu",
+        "--accel",
+        "tcg",
+        rootfs,
+        "--",
+        "/bin/echo",
+        "began",
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const output = child.output();
+    // Wait for the VMM to exist (the guest is then booting), then signal nerdbox run.
+    const deadline = Date.now() + 60_000;
+    while (!(await nerdboxProcesses()).some((l) => l.includes(id) && /qemu-system/.test(l))) {
+      ok(Date.now() < deadline, "no QEMU process appeared");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill("SIGTERM");
+    const t0 = Date.now();
+    const o = await output;
+    console.log(`SIGTERM during boot → nerdbox run exited after ${Date.now() - t0} ms`);
+    const stdout = new TextDecoder().decode(o.stdout);
+    equal(o.code, 143, new TextDecoder().decode(o.stderr));
+    equal(stdout.includes("began"), false, "the workload never ran");
+    doesNotMatch(new TextDecoder().decode(o.stderr), /error|failed/i);
+  });
+});
