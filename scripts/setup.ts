@@ -3,6 +3,7 @@
  * Debian 12 (run as root). Quick when everything is already present.
  */
 import { installLibkrun } from "./setup_libkrun.ts";
+import { installPodPackages } from "./setup_pods.ts";
 
 /** Debian packages nerdbox and its tests use. */
 export const DEBIAN_PACKAGES = [
@@ -61,6 +62,7 @@ async function main(): Promise<void> {
     await run("apt-get", ["install", "-y", "-q", "--no-install-recommends", ...missing], env);
   }
   await installLibkrun();
+  await installPodPackages();
   // Cache the program's own dependencies so later runs need no network.
   await run(Deno.execPath(), ["install", "--quiet"]);
   console.error("setup: all present");
