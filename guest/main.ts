@@ -176,11 +176,14 @@ async function startExec(f: Frame): Promise<void> {
     let proc = parseProcess(payload, `exec[${f.proc}].`);
     const target = parseExecTarget(payload, `exec[${f.proc}].`);
     if (proc.terminal) await loadTerminalSupport(); // after chroot: node built-ins need no files
-    if ((target.container || target.in) && !pod) {
+    if ((target.container || target.in || target.guest) && !pod) {
       throw new ExecError(127, "exec: this VM's workload runs without crun: no containers to add");
     }
     if (target.container) proc = pod!.create(target.container, proc.terminal);
-    else if (pod) proc = pod.exec(target.in ?? OCI_ID, f.proc, proc);
+    else if (pod && !target.guest) {
+      await pod.waitCreated(target.in ?? OCI_ID);
+      proc = pod.exec(target.in ?? OCI_ID, f.proc, proc);
+    }
     let r: Running;
     try {
       r = startProcess(f.proc, proc, sink(), owned);

@@ -7,7 +7,13 @@
 import * as c from "./libc.ts";
 import type { ExecTarget, GuestContainerRequest, GuestProcess } from "../lib/guest_protocol.ts";
 import { ConfigError } from "./config.ts";
-import { crunCommand, crunGlobalArgs, prepareCrunExec, prepareCrunRun } from "./oci_runtime.ts";
+import {
+  CRUN_STATE_DIR,
+  crunCommand,
+  crunGlobalArgs,
+  prepareCrunExec,
+  prepareCrunRun,
+} from "./oci_runtime.ts";
 import { envRecord, ExecError, type Running } from "./workload.ts";
 
 type Obj = Record<string, unknown>;
@@ -16,6 +22,13 @@ const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 /** Reads the optional `container` / `in` fields of an EXEC payload; errors name the field. */
 export function parseExecTarget(v: Obj, path: string): ExecTarget {
+  if (v.guest !== undefined) {
+    if (v.guest !== true) throw new ConfigError(`${path}guest`, v.guest, "true or absent");
+    if (v.container !== undefined || v.in !== undefined) {
+      throw new ConfigError(`${path}guest`, v.guest, "absent when container or in is given");
+    }
+    return { guest: true };
+  }
   if (v.container !== undefined && v.in !== undefined) {
     throw new ConfigError(`${path}in`, v.in, "absent when container is given");
   }
@@ -83,10 +96,42 @@ export class PodContainers {
     }
     this.#containers.set(req.id, { spec: req.spec, root, own: true });
     try {
+      this.#copyEtcFiles(root);
       return prepareCrunRun(req.spec, root, req.id, terminal, this.log);
     } catch (err) {
       this.release(req.id);
       throw err;
+    }
+  }
+
+  /** The pod's resolv.conf, hosts and hostname (init wrote them into the first root) into `root`. */
+  #copyEtcFiles(root: string): void {
+    const first = [...this.#containers.values()].find((x) => !x.own);
+    if (!first) return;
+    try {
+      Deno.mkdirSync(`${root}/etc`, { recursive: true });
+      for (const f of ["resolv.conf", "hosts", "hostname"]) {
+        try {
+          Deno.writeFileSync(`${root}/etc/${f}`, Deno.readFileSync(`${first.root}/etc/${f}`));
+        } catch { /* not there: the image's own stays */ }
+      }
+    } catch (err) {
+      this.log(`container: /etc files: ${err}`);
+    }
+  }
+
+  /**
+   * Resolves once crun has created container `id` (its state file exists), so that an exec right
+   * after the container's start finds it; gives up after `ms` (the exec then reports crun's error).
+   */
+  async waitCreated(id: string, ms = 10_000): Promise<void> {
+    const deadline = Date.now() + ms;
+    while (Date.now() < deadline && this.#containers.has(id)) {
+      try {
+        Deno.statSync(`${CRUN_STATE_DIR}/${id}/status`);
+        return;
+      } catch { /* not yet */ }
+      await new Promise((r) => setTimeout(r, 20));
     }
   }
 

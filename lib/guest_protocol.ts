@@ -143,10 +143,14 @@ export interface GuestContainerRequest {
   rootfs: { kind: "path"; path: string };
 }
 
-/** Where an EXEC runs: a new container, or inside a running container (by id). */
+/**
+ * Where an EXEC runs: a new container, inside a running container (by id), or (`guest`) in init's
+ * own root outside every container, for the host's own chores (unpacking a rootfs it streams in).
+ */
 export interface ExecTarget {
   container?: GuestContainerRequest;
   in?: string;
+  guest?: boolean;
 }
 
 /**

@@ -443,6 +443,7 @@ export class GuestChannel {
       terminal: process.terminal,
       ...(target.container ? { container: target.container } : {}),
       ...(target.in !== undefined ? { in: target.in } : {}),
+      ...(target.guest ? { guest: true } : {}),
     };
     try {
       await this.#writer.write(encodeJsonFrame(MsgType.EXEC, id, request));

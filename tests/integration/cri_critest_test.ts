@@ -3,7 +3,7 @@
  * an offline registry) runs with nerdbox as the runtime, from this checkout's bin/. Passes when
  * critest passes at least the baseline docs/kubernetes.md records, every failing spec is listed
  * there with its reason, and the kit found the host as it left it (host-diff.txt empty).
- * About ten minutes: the suite runs it once.
+ * About 10 to 20 minutes: the suite runs it once.
  */
 import assert from "node:assert/strict";
 import { REPO } from "../helpers/containerd.ts";

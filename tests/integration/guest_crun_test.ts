@@ -10,6 +10,7 @@ import { bootVm } from "../helpers/qemu_vm.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import type { VmHandle } from "../../lib/vm/types.ts";
 import type { ExecTarget } from "../../lib/guest_protocol.ts";
+import { startInPod } from "../../lib/shim/pod_member.ts";
 
 /** containerd's default capability set without CAP_CHOWN. */
 const CAPS: Record<string, number> = {
@@ -249,13 +250,23 @@ Deno.test("crun in the QEMU guest: containers added to the VM share localhost, n
 
       const clientScript = "wget -qO- http://127.0.0.1:8080/index.html; " +
         "ls /www 2>/dev/null || echo no-www; hostname";
-      const client = await execOut(vm.handle, ["sh", "-c", clientScript], {
-        container: {
-          id: "client",
-          spec: podSpec(clientScript, "client-box"),
-          rootfs: { kind: "path", path: GUEST_LOWER },
+      // The shim's way: the host rootfs dir is streamed into the VM, then the container runs there.
+      let clientOut = "";
+      const dec = new TextDecoder();
+      const handle = await startInPod(
+        vm.handle,
+        "client",
+        podSpec(clientScript, "client-box"),
+        `${dir}/rootfs`,
+        {
+          stdout: new WritableStream({ write: (c) => void (clientOut += dec.decode(c)) }),
+          stderr: new WritableStream({ write: (c) => void (clientOut += dec.decode(c)) }),
+          terminal: false,
         },
-      });
+      );
+      assert.equal(handle.pid, vm.handle.pid, "a pod container's pid is the pod VMM's");
+      const client = { code: (await handle.exited).code, out: clientOut };
+      await handle.dispose();
       assert.equal(client.code, 0, client.out);
       assert.equal(
         client.out,

@@ -120,12 +120,15 @@ Deno.test("exec target: a new container or an existing one, each field checked b
   const rootfs = { kind: "path", path: "/run/share/c1/rootfs" };
   assert.deepEqual(parseExecTarget({}, "exec[3]."), {});
   assert.deepEqual(parseExecTarget({ in: "web" }, "exec[3]."), { in: "web" });
+  assert.deepEqual(parseExecTarget({ guest: true }, "exec[3]."), { guest: true });
   assert.deepEqual(
     parseExecTarget({ container: { id: "c1", spec, rootfs } }, "exec[3]."),
     { container: { id: "c1", spec, rootfs } },
   );
   const bad: Array<[Record<string, unknown>, RegExp]> = [
     [{ in: "../x" }, /exec\[3\]\.in = "\.\.\/x": expected a container id/],
+    [{ guest: 1 }, /exec\[3\]\.guest = 1: expected true or absent/],
+    [{ guest: true, in: "a" }, /guest = true: expected absent when container or in is given/],
     [{ in: "a", container: {} }, /exec\[3\]\.in = "a": expected absent when container is given/],
     [{ container: { id: "", spec, rootfs } }, /exec\[3\]\.container\.id = ""/],
     [{ container: { id: "c", spec: {}, rootfs } }, /container\.spec = \{\}: expected an OCI spec/],
