@@ -157,5 +157,11 @@ export function parseConfig(text: string): GuestConfig {
       options: strs(v.dns, "options", "dns."),
     };
   }
+  if (v.oci !== undefined) {
+    if (!isObj(v.oci) || !isObj(v.oci.process)) {
+      throw new ConfigError("oci", v.oci, "an OCI runtime spec object with a process");
+    }
+    cfg.oci = v.oci;
+  }
   return cfg;
 }

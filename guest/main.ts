@@ -26,6 +26,8 @@ import {
   type Running,
   startProcess,
 } from "./workload.ts";
+import { prepareCrunRun } from "./oci_runtime.ts";
+import { parseExecTarget, PodContainers } from "./pod_containers.ts";
 import {
   decodeJson,
   type Frame,
@@ -85,6 +87,12 @@ const owned = new Set<number>();
 let finishing = false;
 /** Resolves once init is chrooted into the container: EXEC requests wait for it. */
 let markReady = () => {};
+/** Set when CONFIG carries an OCI spec: crun runs the workload in this root (no chroot). */
+let oci: { spec: Record<string, unknown>; root: string } | undefined;
+/** The VM's containers (crun mode only): the first one and those EXEC frames create. */
+let pod: PodContainers | undefined;
+/** crun's container id for the workload. */
+const OCI_ID = "workload";
 const ready = new Promise<void>((r) => (markReady = r));
 
 /** Logs to the console (VM log) and, when up, as a LOG frame. */
@@ -170,12 +178,30 @@ function adopt(p: Running): void {
 async function startExec(f: Frame): Promise<void> {
   await ready;
   try {
-    const proc = parseProcess(decodeJson(f.payload), `exec[${f.proc}].`);
+    const payload = decodeJson<Record<string, unknown>>(f.payload);
+    let proc = parseProcess(payload, `exec[${f.proc}].`);
+    const target = parseExecTarget(payload, `exec[${f.proc}].`);
     if (proc.terminal) await loadTerminalSupport(); // after chroot: node built-ins need no files
-    const r = startProcess(f.proc, proc, sink(), owned);
+    if ((target.container || target.in || target.guest) && !pod) {
+      throw new ExecError(127, "exec: this VM's workload runs without crun: no containers to add");
+    }
+    if (target.container) proc = pod!.create(target.container, proc.terminal);
+    else if (pod && !target.guest) {
+      await pod.waitCreated(target.in ?? OCI_ID);
+      proc = pod.exec(target.in ?? OCI_ID, f.proc, proc);
+    }
+    let r: Running;
+    try {
+      r = startProcess(f.proc, proc, sink(), owned);
+      if (target.container) r = pod!.signalVia(target.container.id, r);
+    } catch (err) {
+      if (target.container) pod!.release(target.container.id);
+      throw err;
+    }
     adopt(r);
     await channel!.sendJson(MsgType.STARTED, f.proc, { pid: r.pid });
     const code = await r.done;
+    if (target.container) pod!.release(target.container.id);
     procs.delete(f.proc);
     await channel!.sendJson(MsgType.EXIT, f.proc, { code });
   } catch (err) {
@@ -331,7 +357,11 @@ async function main(): Promise<never> {
 
   try {
     const root = mountRootfs(cfg.rootfs);
-    prepareRoot(root);
+    if (cfg.oci) { // crun mounts what the spec asks for
+      oci = { spec: cfg.oci, root };
+      pod = new PodContainers(root.slice(0, root.lastIndexOf("/")), log);
+      pod.adopt(OCI_ID, cfg.oci, root);
+    } else prepareRoot(root);
     installEtcFiles(root, {
       "resolv.conf": resolvText,
       hosts: hostsFile(cfg.hostname || "localhost", net.firstAddr),
@@ -340,7 +370,7 @@ async function main(): Promise<never> {
     if (rootIsVirtiofs) krunFd = c.open("/", c.O.RDONLY | c.O.CLOEXEC);
     if (cfg.process.terminal) await loadTerminalSupport();
     openSessionHelper(); // before chroot: terminal processes (also later execs) need it
-    c.chroot(root);
+    if (!oci) c.chroot(root);
     mark("rootfs");
     markReady();
   } catch (err) {
@@ -350,7 +380,11 @@ async function main(): Promise<never> {
 
   let workload: Running;
   try {
-    workload = startProcess(0, cfg.process, sink(), owned);
+    const proc = oci
+      ? prepareCrunRun(oci.spec, oci.root, OCI_ID, cfg.process.terminal, log)
+      : cfg.process;
+    workload = startProcess(0, proc, sink(), owned);
+    if (pod) workload = pod.signalVia(OCI_ID, workload);
   } catch (err) {
     const code = err instanceof ExecError ? err.code : 127;
     return fail("exec", errorText(err), code === 127 ? undefined : code);

@@ -101,7 +101,18 @@ export interface GuestConfig {
   dns?: { nameservers: string[]; search: string[]; options: string[] };
   /** How long DHCP may take before it is an error. */
   dhcpTimeoutMs: number;
+  /**
+   * The OCI runtime spec (config.json) to apply with crun inside the guest (docs/kubernetes.md):
+   * the guest mounts `rootfs`, points `root.path` at it and runs `crun run` as the workload
+   * instead of chrooting. Absent: the workload runs chrooted, as `process` says.
+   */
+  oci?: Record<string, unknown>;
 }
+
+/** Guest path of crun, the OCI executor, on the runtime disk. */
+export const GUEST_CRUN_PATH = "/opt/nerdbox/bin/crun";
+/** Guest directory of crun's shared libraries (its LD_LIBRARY_PATH). */
+export const GUEST_CRUN_LIB_DIR = "/opt/nerdbox/lib";
 
 /** Distinct guest-side failures, reported in ERROR frames. */
 export type GuestErrorKind =
@@ -120,8 +131,35 @@ export interface GuestError {
   code?: number;
 }
 
-/** An EXEC frame's payload: the process to start (its id is the frame's process id). */
-export type ExecRequest = GuestProcess;
+/**
+ * A container to create and run in the pod VM with crun: its process is the EXEC's process (its
+ * stdio, signals and exit), its own rootfs (an overlay on `rootfs.path`) and mount namespace, the
+ * VM's network shared.
+ */
+export interface GuestContainerRequest {
+  /** Container id ([A-Za-z0-9][A-Za-z0-9_.-]{0,127}), unique in the VM. */
+  id: string;
+  /** Its OCI runtime spec (root.path is replaced; its process runs). */
+  spec: Record<string, unknown>;
+  /** Its root filesystem: a directory the guest sees (read-only lower of an overlay). */
+  rootfs: { kind: "path"; path: string };
+}
+
+/**
+ * Where an EXEC runs: a new container, inside a running container (by id), or (`guest`) in init's
+ * own root outside every container, for the host's own chores (unpacking a rootfs it streams in).
+ */
+export interface ExecTarget {
+  container?: GuestContainerRequest;
+  in?: string;
+  guest?: boolean;
+}
+
+/**
+ * An EXEC frame's payload: the process to start (its id is the frame's process id); with
+ * `container` it is a new container's process, with `in` it runs inside that container.
+ */
+export type ExecRequest = GuestProcess & ExecTarget;
 
 /** Guest init exit statuses for setup failures (the VM ends with them when no channel works). */
 export const GUEST_EXIT: Record<GuestErrorKind, number> = {

@@ -6,6 +6,7 @@ import { installLibkrun } from "./setup_libkrun.ts";
 import { installNestedKernel } from "./setup_nested.ts";
 import { installOciClients } from "./setup_podman.ts";
 import { installPrivateContainerd, installPrivateGvproxy } from "./setup_containerd.ts";
+import { installPodPackages } from "./setup_pods.ts";
 
 /** Debian packages nerdbox and its tests use. */
 export const DEBIAN_PACKAGES = [
@@ -69,6 +70,7 @@ async function main(): Promise<void> {
   await installOciClients();
   await installPrivateContainerd();
   await installPrivateGvproxy();
+  await installPodPackages();
   // Cache the program's own dependencies so later runs need no network.
   await run(Deno.execPath(), ["install", "--quiet"]);
   console.error("setup: all present");

@@ -5,6 +5,7 @@
  * (`/var/lib/cni/results/<network>-<id>-<ifname>`). Plugins run in the host netns with a clean
  * environment: `PATH` (they exec iptables) plus the `CNI_*` variables.
  */
+import { refuseHostNetns } from "./host_netns.ts";
 import { type CniNetworkList, parseCniConfig, SUPPORTED_CNI_VERSIONS } from "./cni_config.ts";
 import { type CniResult, parseCniResult } from "./cni_result.ts";
 
@@ -279,6 +280,7 @@ async function runOne(
   prevResult: Record<string, unknown> | undefined,
 ): Promise<string> {
   const type = list.plugins[index].type;
+  refuseHostNetns(rt.netns, `CNI ${command} (${list.name}, plugin ${type})`);
   const path = await findPlugin(type, opts.binDirs);
   const { stdout } = await execPlugin(
     path,
@@ -367,6 +369,7 @@ export async function addNetworkList(
   opts: CniOptions,
 ): Promise<CniResult> {
   validateRuntimeConf(rt);
+  refuseHostNetns(rt.netns, `CNI ADD (${list.name})`);
   const cacheDir = opts.cacheDir ?? DEFAULT_CNI_CACHE_DIR;
   if (await readCacheEntry(opts, list.name, rt)) {
     throw new CniRuntimeError(

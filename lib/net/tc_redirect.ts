@@ -5,6 +5,7 @@
  * and protocol the guest serves is then reachable at the pod IP, and its traffic leaves from it.
  * Undone exactly on teardown; the netns itself is the caller's.
  */
+import { isHostNetns, refuseHostNetns } from "./host_netns.ts";
 import { spawnInNetns, validateNetnsPath } from "./netns.ts";
 
 /** The pod interface the VM takes over, as read from the netns. */
@@ -191,6 +192,7 @@ export async function undoTcRedirect(
   txqlen?: number,
 ): Promise<void> {
   if (!IFNAME_RE.test(tap) || !IFNAME_RE.test(dev)) return;
+  if (isHostNetns(netns)) return; // never the host's own interfaces (nothing of ours is there)
   const filters = await runInNetns(netns, "tc", ["filter", "show", "dev", dev, "ingress"]);
   if (filters.ok && new RegExp(`\\b${tap.replaceAll(".", "\\.")}\\b`).test(filters.stdout)) {
     await runInNetns(netns, "tc", ["qdisc", "del", "dev", dev, "ingress"]);
@@ -204,10 +206,12 @@ export async function undoTcRedirect(
 /**
  * Hands the pod interface of `netns` to a VM: creates `tap` (MTU of the pod interface, up),
  * ingress qdiscs on both and a match-all redirect each way. Refuses an interface that already
- * has an ingress qdisc (another VM or tool owns its ingress). Undone on failure.
+ * has an ingress qdisc (another VM or tool owns its ingress), and the host's own netns
+ * (HostNetnsError). Undone on failure.
  */
 export async function startTcRedirect(netns: string, tap = newTapName()): Promise<TcRedirect> {
   validateNetnsPath(netns, "netns");
+  refuseHostNetns(netns, "handing the pod interface to a VM (tc redirect)");
   if (!IFNAME_RE.test(tap)) throw new TcRedirectError(`tap name ${JSON.stringify(tap)}: invalid`);
   const pod = await readPodInterface(netns);
   const qdiscs = await must(netns, "tc", ["-j", "qdisc", "show", "dev", pod.name]);

@@ -258,6 +258,11 @@ export class TaskService {
         backend,
         stateDir: `${this.#opts.runDir}/${++this.#seq}`,
       });
+      // The VM is the pod (lib/shim/pod_member.ts): the sandbox's VM applies specs with crun,
+      // the pod's later containers are created inside it.
+      const pod = await import("./pod_member.ts");
+      if (pod.isPodSandbox(oci.annotations)) plan.oci = oci.raw as Record<string, unknown>;
+      const sandboxId = pod.podSandboxOf(oci.annotations);
       const stdio: StdioPaths = {
         stdin: req.stdin,
         stdout: req.stdout,
@@ -272,7 +277,13 @@ export class TaskService {
         stdio,
         io,
         rootfsMounted: mounted,
-        launch: (p, s) => this.#opts.launcher().then((l) => l(p, s)),
+        launch: (p, s) => {
+          const sandbox = sandboxId ? this.containers.get(sandboxId) : undefined;
+          if (sandbox?.vm && sandbox.plan.oci && sandbox.init.state === "running") {
+            return pod.startInPod(sandbox.vm, id, oci.raw as Record<string, unknown>, rootfs, s);
+          }
+          return this.#opts.launcher().then((l) => l(p, s));
+        },
         events: this.#events,
       });
       this.containers.set(id, c);

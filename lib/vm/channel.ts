@@ -10,6 +10,7 @@ import {
   encodeFrame,
   encodeJsonFrame,
   type ExecRequest,
+  type ExecTarget,
   type Frame,
   FrameDecoder,
   GUEST_EXIT,
@@ -71,6 +72,7 @@ export function buildGuestConfig(plan: VmPlan, rootfs: GuestRootfs): GuestConfig
     networks,
     ...(plan.dns ? { dns: plan.dns } : {}),
     dhcpTimeoutMs: 15_000,
+    ...(plan.oci ? { oci: plan.oci } : {}),
   };
 }
 
@@ -412,7 +414,11 @@ export class GuestChannel {
    * `stdio.stdin` is absent or ends). Rejects with a GuestExecError when the guest cannot start
    * it (its stdio writers are closed then too), or an Error when the session is over.
    */
-  async exec(process: GuestProcess, stdio: VmStdio): Promise<ChannelProcess> {
+  async exec(
+    process: GuestProcess,
+    stdio: VmStdio,
+    target: ExecTarget = {},
+  ): Promise<ChannelProcess> {
     const refuse = async (message: string): Promise<never> => {
       await stdio.stdout.close().catch(() => {});
       await stdio.stderr.close().catch(() => {});
@@ -435,6 +441,9 @@ export class GuestChannel {
       uid: process.uid,
       gid: process.gid,
       terminal: process.terminal,
+      ...(target.container ? { container: target.container } : {}),
+      ...(target.in !== undefined ? { in: target.in } : {}),
+      ...(target.guest ? { guest: true } : {}),
     };
     try {
       await this.#writer.write(encodeJsonFrame(MsgType.EXEC, id, request));
@@ -515,14 +524,14 @@ export function channelHandleOps(
   ready: Promise<GuestChannel | undefined>,
 ): Required<Pick<VmHandle, "exec" | "resize">> {
   return {
-    async exec(process: ProcessSpec, stdio: VmStdio): Promise<VmProcess> {
+    async exec(process: ProcessSpec, stdio: VmStdio, target?: ExecTarget): Promise<VmProcess> {
       const c = await ready;
       if (!c) {
         await stdio.stdout.close().catch(() => {});
         await stdio.stderr.close().catch(() => {});
         throw new Error("exec: the VM is not running");
       }
-      return await c.exec(process, stdio);
+      return await c.exec(process, stdio, target);
     },
     async resize(cols: number, rows: number): Promise<void> {
       checkSize(cols, rows);

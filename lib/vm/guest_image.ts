@@ -14,6 +14,7 @@ import {
 } from "./kernel.ts";
 import { makeExt4Image } from "./rootfs_image.ts";
 import { BUSYBOX } from "./busybox_rootfs.ts";
+import { crunRuntimeFiles, HOST_CRUN, installRuntimeFiles } from "./guest_crun.ts";
 
 /** Everything a backend needs to boot the guest. */
 export interface GuestImage {
@@ -286,6 +287,7 @@ async function buildOrReuse(opts: GuestImageOptions): Promise<GuestImage> {
     `builder=${GUEST_IMAGE_BUILDER_VERSION}`,
     `deno=${await fileIdentity(deno)}:${Deno.version.deno}`,
     `busybox=${await fileIdentity(BUSYBOX)}`,
+    `crun=${await fileIdentity(HOST_CRUN).catch(() => "none")}`,
     `kernel=${await fileIdentity(kernel.bzImage)}`,
     `modules=${modulePaths.join(",")}`,
     `stage1=${await sha256Hex(stage1Script(modules))}`,
@@ -365,6 +367,8 @@ async function build(
   }
   // Deno's shared libraries at their host paths, in the root and in the initramfs.
   const libs = await sharedLibs(deno);
+  // crun (the OCI executor) and the libraries it needs beyond Deno's, on the runtime disk.
+  await installRuntimeFiles(rt, await crunRuntimeFiles(sharedLibs, new Set(libs.map(([g]) => g))));
   const entries: CpioEntry[] = [];
   const dirs = new Set<string>();
   const add = (e: CpioEntry) => {

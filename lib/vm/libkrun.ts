@@ -12,7 +12,7 @@ import {
   NET_FLAG_INCLUDE_VNET_HEADER,
   NET_FLAG_VFKIT,
 } from "../../ffi/libkrun.ts";
-import { CHANNEL_PORT_NAME } from "../guest_protocol.ts";
+import { CHANNEL_PORT_NAME, type ExecTarget } from "../guest_protocol.ts";
 import { SpecValidationError } from "../spec/types.ts";
 import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
 import { kvmStatus, vnetHdrError } from "./plan.ts";
@@ -575,9 +575,9 @@ class LibkrunVm implements VmHandle {
     await this.#channel.sendResize(cols, rows);
   }
 
-  /** Starts another process in the running guest over the channel (EXEC frame). */
-  exec(process: ProcessSpec, stdio: VmStdio): Promise<VmProcess> {
-    return channelHandleOps(this.#channelReady.promise).exec(process, stdio);
+  /** Starts another process in the running guest over the channel (EXEC frame), in `target`. */
+  exec(process: ProcessSpec, stdio: VmStdio, target?: ExecTarget): Promise<VmProcess> {
+    return channelHandleOps(this.#channelReady.promise).exec(process, stdio, target);
   }
 
   dispose(): Promise<void> {

@@ -13,6 +13,7 @@ import { prepareQemuRootfs } from "./qemu_rootfs.ts";
 import { type PasstHandle, startPasst } from "../net/passt.ts";
 import { spawnInNetns, validateNetnsPath } from "../net/netns.ts";
 import { startTcRedirect, type TcRedirect } from "../net/tc_redirect.ts";
+import { isHostNetns } from "../net/host_netns.ts";
 import { procRef, type RunRecord, sweepDeadRuns, writeRunRecord } from "./run_state.ts";
 import type { PortSpec } from "../spec/types.ts";
 import { sendVfkitHandshake } from "../../ffi/unix_dgram.ts";
@@ -407,7 +408,10 @@ export async function startQemuVm(
     let guestNetworks: GuestNetwork[] = [];
     let passt: PasstHandle | undefined;
     let redirect: TcRedirect | undefined;
-    if (plan.network.kind === "tsi" && podMode(plan.netns, plan.network.ports, opts)) {
+    // The host's own netns (a host-network pod, `--netns /proc/1/ns/net`) is never taken over:
+    // such a VM gets a private passt there instead (docs/kubernetes.md "Host-network pods").
+    const hostNet = plan.netns !== undefined && isHostNetns(plan.netns);
+    if (plan.network.kind === "tsi" && !hostNet && podMode(plan.netns, plan.network.ports, opts)) {
       // A prepared netns: the VM takes over the pod interface (docs/cni.md "Joining a prepared
       // netns"), so every port the guest serves answers at the pod IP.
       redirect = await startTcRedirect(plan.netns!);

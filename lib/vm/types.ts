@@ -3,6 +3,7 @@
  * SandboxSpec; each backend (libkrun.ts, qemu.ts) runs a VmPlan and returns a VmHandle.
  */
 import type { DnsSpec, NetMode, PortSpec, ProcessSpec } from "../spec/types.ts";
+import type { ExecTarget } from "../guest_protocol.ts";
 
 /** A concrete backend (after `auto` is resolved). */
 export type Backend = "libkrun" | "qemu";
@@ -59,6 +60,8 @@ export interface VmPlan {
   accel?: Accel;
   /** libkrun library (`--libkrun`) and log level 0-5 (`--log-level`); QEMU ignores it. */
   libkrun?: { path?: string; logLevel?: number };
+  /** OCI runtime spec crun applies in the guest (GuestConfig.oci); absent: chrooted workload. */
+  oci?: Record<string, unknown>;
 }
 
 /** How a VM ended. */
@@ -81,8 +84,11 @@ export interface VmHandle {
   dispose(): Promise<void>;
   /** Optional: resizes the workload's terminal (RESIZE frame); the shim's ResizePty uses it. */
   resize?(cols: number, rows: number): Promise<void>;
-  /** Optional: starts another process in the running guest (EXEC frame); the shim's Exec uses it. */
-  exec?(process: ProcessSpec, stdio: VmStdio): Promise<VmProcess>;
+  /**
+   * Optional: starts another process in the running guest (EXEC frame); the shim's Exec uses it.
+   * `target` makes it a new container of the pod VM, or runs it inside one (crun mode).
+   */
+  exec?(process: ProcessSpec, stdio: VmStdio, target?: ExecTarget): Promise<VmProcess>;
 }
 
 /** A process started in a running guest by VmHandle.exec. */

@@ -1,7 +1,7 @@
 /**
  * A before/after snapshot of everything nerdbox could leave behind on the host, and a diff:
  * processes of nerdbox/QEMU/passt/gvproxy/shims, mounts, network namespaces (/run/netns and nsfs
- * mounts), links, addresses, routes, iptables rules (no counters) and nftables tables, entries
+ * mounts), links, addresses, routes, qdiscs, iptables rules (no counters) and nftables tables, entries
  * and UNIX sockets under /run/nerdbox*, and temp entries in the image cache. Lines are normalised (no counters, no
  * lifetimes) so that a diff shows only what appeared or vanished. Tests running in parallel on a
  * shared machine scope the diff with `only` (e.g. their unique sandbox id) or pick `aspects`.
@@ -18,6 +18,7 @@ export const ASPECTS = [
   "links",
   "addrs",
   "routes",
+  "qdiscs",
   "iptables",
   "runFiles",
   "cacheTemp",
@@ -171,6 +172,10 @@ export async function takeHostSnapshot(opts: SnapshotOptions = {}): Promise<Host
       ...lines(await out("ip", ["-4", "route", "show", "table", "all"])),
       ...lines(await out("ip", ["-6", "route", "show", "table", "all"])),
     ].sort();
+  }
+  if (want.has("qdiscs")) {
+    snap.qdiscs = lines(await out("tc", ["qdisc", "show"]))
+      .map((l) => l.replace(/ refcnt \d+/, "")).sort();
   }
   if (want.has("iptables")) {
     const noCounters = (t: string) =>

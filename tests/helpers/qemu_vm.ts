@@ -31,6 +31,8 @@ export interface BootOptions {
   hostname?: string;
   /** This VM's state dir (default: a fresh one under /run). */
   stateDir?: string;
+  /** OCI runtime spec crun applies in the guest (VmPlan.oci). */
+  oci?: Record<string, unknown>;
 }
 
 /** Boots `sh -c script` in a fresh state dir under /run (mode 0755, so passt can reach it). */
@@ -55,6 +57,7 @@ export async function bootVm(o: BootOptions): Promise<TestVm> {
     stateDir,
     accel: "tcg",
     ...(o.netns ? { netns: o.netns } : {}),
+    ...(o.oci ? { oci: o.oci } : {}),
   };
   let out = "";
   let err = "";

@@ -1,0 +1,219 @@
+/**
+ * The OCI executor inside the guest: crun applies a container's runtime spec (mounts, readonly
+ * root, user and groups, capabilities, noNewPrivileges, seccomp, masked/readonly paths, rlimits,
+ * sysctls, hostname, cwd/env, cgroup limits). Guest init stays PID 1 and supervises: it writes the
+ * bundle, runs `crun run` as the workload and `crun exec` for exec'd processes, through the same
+ * stdio/signal/exit plumbing as a chrooted workload.
+ */
+import { GUEST_CRUN_LIB_DIR, GUEST_CRUN_PATH, type GuestProcess } from "../lib/guest_protocol.ts";
+import { ExecError } from "./workload.ts";
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** crun's state directory in the guest (its `--root`). */
+export const CRUN_STATE_DIR = "/run/crun";
+
+/** Mount types the guest can satisfy itself (no host path behind them). */
+const GUEST_MOUNT_TYPES = new Set([
+  "proc",
+  "sysfs",
+  "tmpfs",
+  "devpts",
+  "mqueue",
+  "cgroup",
+  "cgroup2",
+  "shm",
+]);
+/** Files guest init writes into the rootfs itself (from CONFIG's hostname and DNS). */
+const INIT_OWNED_FILES = new Set(["/etc/resolv.conf", "/etc/hostname", "/etc/hosts"]);
+
+/** What guestSpec changed, for the init log. */
+export interface SpecAdjustments {
+  /** Destinations of bind mounts dropped because their host source is not in the guest. */
+  droppedMounts: string[];
+}
+
+/**
+ * The spec crun runs in the guest, from the host's `spec`: root at the guest's mounted `root`,
+ * no terminal (init owns stdio), the VM's network namespace shared (no network entry), namespace
+ * paths dropped (host paths mean nothing in the guest), no hooks or host security labels, host bind
+ * mounts dropped (init writes resolv.conf/hostname/hosts), the cgroup at `/nerdbox/<id>`.
+ */
+export function guestSpec(
+  spec: Obj,
+  root: string,
+  id: string,
+): { spec: Obj; adjusted: SpecAdjustments } {
+  const out: Obj = structuredClone(spec);
+  const dropped: string[] = [];
+  const rootIn = isObj(spec.root) ? spec.root : {};
+  out.root = { path: root, readonly: rootIn.readonly === true };
+  const proc: Obj = isObj(out.process) ? out.process : {};
+  proc.terminal = false;
+  delete proc.apparmorProfile;
+  delete proc.selinuxLabel;
+  delete proc.consoleSize;
+  out.process = proc;
+  delete out.hooks;
+  delete out.annotations;
+  if (Array.isArray(out.mounts)) {
+    out.mounts = out.mounts.filter((m) => {
+      if (!isObj(m) || typeof m.destination !== "string") return false;
+      const dest = m.destination.replace(/\/+$/, "");
+      if (INIT_OWNED_FILES.has(dest)) return false;
+      const type = typeof m.type === "string" ? m.type : "";
+      const opts = Array.isArray(m.options) ? m.options : [];
+      const bind = type === "bind" || opts.includes("bind") || opts.includes("rbind");
+      if (bind || !GUEST_MOUNT_TYPES.has(type)) {
+        dropped.push(dest);
+        return false;
+      }
+      return true;
+    });
+  }
+  const linux: Obj = isObj(out.linux) ? out.linux : {};
+  if (Array.isArray(linux.namespaces)) {
+    linux.namespaces = linux.namespaces
+      .filter((n) => isObj(n) && n.type !== "network")
+      .map((n) => ({ type: (n as Obj).type }));
+  }
+  delete linux.mountLabel;
+  linux.cgroupsPath = `/nerdbox/${id}`;
+  out.linux = linux;
+  return { spec: out, adjusted: { droppedMounts: dropped } };
+}
+
+/**
+ * crun's global arguments: its state dir, and the cgroupfs manager on a unified (v2) hierarchy,
+ * none otherwise (crun refuses hybrid hierarchies).
+ */
+export function crunGlobalArgs(): string[] {
+  let unified = false;
+  try {
+    unified = Deno.statSync("/sys/fs/cgroup/cgroup.controllers").isFile;
+  } catch { /* not cgroup v2 */ }
+  return ["--root", CRUN_STATE_DIR, `--cgroup-manager=${unified ? "cgroupfs" : "disabled"}`];
+}
+
+/**
+ * True when the guest's own root is the initramfs (`rootfs`): pivot_root(2) refuses to move it
+ * (EINVAL), so crun must use `--no-pivot` (chroot after moving the rootfs mount) there.
+ */
+export function rootIsInitramfs(mountinfo?: string): boolean {
+  let text = mountinfo;
+  if (text === undefined) {
+    try {
+      text = Deno.readTextFileSync("/proc/self/mountinfo");
+    } catch {
+      return false;
+    }
+  }
+  for (const line of text.split("\n")) {
+    const [pre, post] = line.split(" - ");
+    if (!post || pre.split(" ")[4] !== "/") continue;
+    const fstype = post.split(" ")[0];
+    return fstype === "rootfs" || fstype === "ramfs";
+  }
+  return false;
+}
+
+/** crun's path and the environment it runs with: the runtime disk's, else PATH's (dev mode). */
+export function crunCommand(): { program: string; env: string[] } {
+  try {
+    if (Deno.statSync(GUEST_CRUN_PATH).isFile) {
+      return { program: GUEST_CRUN_PATH, env: [`LD_LIBRARY_PATH=${GUEST_CRUN_LIB_DIR}`] };
+    }
+  } catch { /* not in this image: look on PATH */ }
+  for (const dir of ["/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"]) {
+    try {
+      if (Deno.statSync(`${dir}/crun`).isFile) return { program: `${dir}/crun`, env: [] };
+    } catch { /* next */ }
+  }
+  throw new ExecError(
+    127,
+    `exec: crun is not in the guest image (${GUEST_CRUN_PATH}); the host needs Debian's crun ` +
+      `package when the guest image is built (apt-get install crun)`,
+  );
+}
+
+/** The bundle directory of container `id` next to the rootfs mount (`<work>/bundles/<id>`). */
+export function bundleDirFor(root: string, id: string): string {
+  return `${root.slice(0, root.lastIndexOf("/"))}/bundles/${id}`;
+}
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/**
+ * Writes `<bundle>/config.json` for container `id` (the guest spec of `spec`) and returns the
+ * process that runs it (`crun run`), with `terminal` as init's own stdio mode.
+ */
+export function prepareCrunRun(
+  spec: Obj,
+  root: string,
+  id: string,
+  terminal: boolean,
+  log: (line: string) => void,
+): GuestProcess {
+  if (!ID_RE.test(id)) throw new ExecError(127, `exec: container id ${JSON.stringify(id)}`);
+  const { spec: s, adjusted } = guestSpec(spec, root, id);
+  if (adjusted.droppedMounts.length > 0) {
+    log(`crun: host bind mounts not shared into the VM yet: ${adjusted.droppedMounts.join(", ")}`);
+  }
+  const bundle = bundleDirFor(root, id);
+  Deno.mkdirSync(bundle, { recursive: true, mode: 0o700 });
+  Deno.writeTextFileSync(`${bundle}/config.json`, JSON.stringify(s));
+  const crun = crunCommand();
+  return {
+    args: [
+      crun.program,
+      ...crunGlobalArgs(),
+      "run",
+      ...(rootIsInitramfs() ? ["--no-pivot"] : []),
+      "--bundle",
+      bundle,
+      id,
+    ],
+    env: [...crun.env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+    cwd: "/",
+    uid: 0,
+    gid: 0,
+    terminal,
+  };
+}
+
+/**
+ * The process that runs `proc` inside container `id` (`crun exec --process FILE`), the process
+ * spec written next to the bundle as `exec-<n>.json`: the container's process (capabilities,
+ * noNewPrivileges, rlimits) with `proc`'s user, cwd, env and args; seccomp is the container's.
+ */
+export function prepareCrunExec(
+  spec: Obj,
+  root: string,
+  id: string,
+  n: number,
+  proc: GuestProcess,
+): GuestProcess {
+  const file = `${bundleDirFor(root, id)}/exec-${n}.json`;
+  const base = guestSpec(spec, root, id).spec.process as Obj;
+  Deno.writeTextFileSync(
+    file,
+    JSON.stringify({
+      ...base,
+      terminal: false,
+      user: { uid: proc.uid, gid: proc.gid },
+      args: proc.args,
+      env: proc.env,
+      cwd: proc.cwd || "/",
+    }),
+  );
+  const crun = crunCommand();
+  return {
+    args: [crun.program, ...crunGlobalArgs(), "exec", "--process", file, id],
+    env: [...crun.env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+    cwd: "/",
+    uid: 0,
+    gid: 0,
+    terminal: proc.terminal,
+  };
+}

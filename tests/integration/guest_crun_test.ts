@@ -1,0 +1,304 @@
+/**
+ * The OCI spec applied inside a real QEMU guest by crun (the guest image carries Debian's crun):
+ * a dropped capability is gone, a seccomp profile blocks what it lists, noNewPrivileges holds, a
+ * readonly rootfs refuses writes, masked and readonly paths, additional groups, hostname, sysctl
+ * and rlimits are as the spec says; an exec'd process gets the same confinement. Host bind
+ * mounts are left out (logged) until host directories are shared into the VM.
+ */
+import assert from "node:assert/strict";
+import { bootVm } from "../helpers/qemu_vm.ts";
+import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
+import type { VmHandle } from "../../lib/vm/types.ts";
+import type { ExecTarget } from "../../lib/guest_protocol.ts";
+import { startInPod } from "../../lib/shim/pod_member.ts";
+
+/** containerd's default capability set without CAP_CHOWN. */
+const CAPS: Record<string, number> = {
+  CAP_DAC_OVERRIDE: 1,
+  CAP_FOWNER: 3,
+  CAP_FSETID: 4,
+  CAP_KILL: 5,
+  CAP_SETGID: 6,
+  CAP_SETUID: 7,
+  CAP_SETPCAP: 8,
+  CAP_NET_BIND_SERVICE: 10,
+  CAP_NET_RAW: 13,
+  CAP_SYS_CHROOT: 18,
+  CAP_MKNOD: 27,
+  CAP_AUDIT_WRITE: 29,
+  CAP_SETFCAP: 31,
+};
+const CAP_MASK = Object.values(CAPS).reduce((m, b) => m | (1n << BigInt(b)), 0n)
+  .toString(16).padStart(16, "0");
+
+const SCRIPT = [
+  "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status",
+  "echo host=$(hostname) pid=$$",
+  "echo shm_rmid_forced=$(cat /proc/sys/kernel/shm_rmid_forced)",
+  "echo nofile=$(ulimit -n)",
+  "id",
+  "touch /rootfs-write 2>&1 || echo rootfs-refused",
+  "touch /tmp/f && echo tmp-writable",
+  "chown 1:1 /tmp/f 2>&1 || echo chown-refused",
+  "mkdir /tmp/d 2>&1 || echo mkdir-refused",
+  "echo timer_list=$(wc -c < /proc/timer_list)",
+  "(echo 1 > /proc/sys/vm/overcommit_memory) 2>&1 || echo procsys-refused",
+  "ls /data 2>&1 || echo no-data",
+  "echo crun-ready",
+  "sleep 30",
+].join("; ");
+
+function spec(): Record<string, unknown> {
+  const caps = Object.keys(CAPS);
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0, additionalGids: [4242] },
+      args: ["/bin/sh", "-c", SCRIPT],
+      env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+      cwd: "/",
+      capabilities: { bounding: caps, effective: caps, permitted: caps },
+      noNewPrivileges: true,
+      rlimits: [{ type: "RLIMIT_NOFILE", hard: 777, soft: 777 }],
+      apparmorProfile: "cri-containerd.apparmor.d",
+    },
+    root: { path: "rootfs", readonly: true },
+    hostname: "crun-box",
+    mounts: [
+      {
+        destination: "/proc",
+        type: "proc",
+        source: "proc",
+        options: ["nosuid", "noexec", "nodev"],
+      },
+      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "mode=755"] },
+      {
+        destination: "/dev/pts",
+        type: "devpts",
+        source: "devpts",
+        options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+      },
+      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "nodev"] },
+      { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid"] },
+      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "ro"] },
+      { destination: "/tmp", type: "tmpfs", source: "tmpfs", options: ["nosuid", "nodev"] },
+      // Host paths: not in the guest (yet); the guest leaves them out and says so.
+      { destination: "/data", type: "bind", source: "/var/lib/nowhere", options: ["rbind"] },
+      {
+        destination: "/etc/resolv.conf",
+        type: "bind",
+        source: "/x/resolv.conf",
+        options: ["bind"],
+      },
+    ],
+    linux: {
+      namespaces: [
+        { type: "pid" },
+        { type: "ipc" },
+        { type: "uts" },
+        { type: "mount" },
+        { type: "network", path: "/proc/4242/ns/net" },
+      ],
+      sysctl: { "kernel.shm_rmid_forced": "1" },
+      maskedPaths: ["/proc/kcore", "/proc/timer_list"],
+      readonlyPaths: ["/proc/sys"],
+      seccomp: {
+        defaultAction: "SCMP_ACT_ALLOW",
+        architectures: ["SCMP_ARCH_X86_64"],
+        syscalls: [{ names: ["mkdir", "mkdirat"], action: "SCMP_ACT_ERRNO", errnoRet: 1 }],
+      },
+      cgroupsPath: "/kubepods/burstable/podX/ctr",
+    },
+  };
+}
+
+/** Starts `args` in the VM (in `target`); its output so far, and its exit. */
+async function start(vm: VmHandle, args: string[], target?: ExecTarget) {
+  let out = "";
+  const dec = new TextDecoder();
+  const proc = await vm.exec!(
+    {
+      args,
+      env: ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+      cwd: "/",
+      uid: 0,
+      gid: 0,
+      terminal: false,
+    },
+    {
+      stdout: new WritableStream({ write: (c) => void (out += dec.decode(c, { stream: true })) }),
+      stderr: new WritableStream({ write: (c) => void (out += dec.decode(c, { stream: true })) }),
+      terminal: false,
+    },
+    target,
+  );
+  return { proc, out: () => out };
+}
+
+async function execOut(
+  vm: VmHandle,
+  args: string[],
+  target?: ExecTarget,
+): Promise<{ code: number; out: string }> {
+  const p = await start(vm, args, target);
+  const exit = await p.proc.exited;
+  return { code: exit.code, out: p.out() };
+}
+
+/** A container spec running `sh -c script` with the default capabilities and no seccomp. */
+function podSpec(script: string, hostname: string): Record<string, unknown> {
+  const s = spec();
+  const p = s.process as Record<string, unknown>;
+  p.args = ["/bin/sh", "-c", script];
+  p.noNewPrivileges = false;
+  s.root = { path: "rootfs", readonly: false };
+  s.hostname = hostname;
+  const l = s.linux as Record<string, unknown>;
+  delete l.seccomp;
+  return s;
+}
+
+/** Where the guest mounts the first container's image read-only (guest/mounts.ts). */
+const GUEST_LOWER = "/run/nerdbox/lower";
+
+Deno.test("crun in the QEMU guest applies the OCI spec: capabilities, seccomp, NNP, readonly root", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nb-crun-" });
+  try {
+    await makeBusyboxRootfs(`${dir}/rootfs`);
+    const vm = await bootVm({
+      rootfs: `${dir}/rootfs`,
+      script: "unused: the OCI spec's process runs",
+      network: { kind: "tsi", ports: [] },
+      oci: spec(),
+    });
+    try {
+      await vm.waitStdout(/crun-ready/);
+      const out = vm.stdout();
+      const line = (re: RegExp) => assert.match(out, re, `${re} in:\n${out}\n${vm.stderr()}`);
+      line(new RegExp(`^CapEff:\\s+${CAP_MASK}$`, "m")); // exactly the spec's set: no CAP_CHOWN
+      line(/^NoNewPrivs:\s+1$/m);
+      line(/^Seccomp:\s+2$/m); // a filter is installed
+      line(/^host=crun-box pid=1$/m); // own UTS and PID namespaces
+      line(/^shm_rmid_forced=1$/m);
+      line(/^nofile=777$/m);
+      line(/^uid=0\(root\) gid=0\(root\) groups=.*4242/m);
+      line(/Read-only file system\nrootfs-refused/);
+      line(/^tmp-writable$/m);
+      line(/Operation not permitted\nchown-refused/); // CAP_CHOWN dropped
+      line(/Operation not permitted\nmkdir-refused/); // seccomp's ERRNO(1)
+      line(/^timer_list=0$/m); // masked
+      line(/Read-only file system\nprocsys-refused/); // readonly path
+      line(/no-data/); // the host bind mount was left out
+      assert.ok(
+        vm.logs.some((l) => l.includes("host bind mounts not shared into the VM yet: /data")),
+        vm.logs.join("\n"),
+      );
+
+      // An exec'd process runs inside the same container, as confined.
+      const ex = await execOut(vm.handle, [
+        "sh",
+        "-c",
+        "grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; hostname; ps -o args | grep -c '^[s]leep 30'",
+      ]);
+      assert.equal(ex.code, 0, ex.out);
+      assert.match(ex.out, new RegExp(`^CapEff:\\s+${CAP_MASK}$`, "m"));
+      assert.match(ex.out, /^NoNewPrivs:\s+1$/m);
+      assert.match(ex.out, /^crun-box$/m);
+      assert.match(ex.out, /^1$/m, "the exec sees the workload's PID namespace");
+      const st = await execOut(vm.handle, ["sh", "-c", "exit 7"]);
+      assert.equal(st.code, 7, "an exec's exit status comes through crun exec");
+
+      // SIGKILL ends the workload (crun and the container with it).
+      await vm.handle.signal(9);
+      const exit = await vm.done;
+      assert.equal(exit.code, 137, JSON.stringify(exit));
+    } finally {
+      await vm.handle.signal(9).catch(() => {});
+      await vm.done.catch(() => {});
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("crun in the QEMU guest: containers added to the VM share localhost, not their rootfs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nb-crun-pod-" });
+  try {
+    await makeBusyboxRootfs(`${dir}/rootfs`);
+    const vm = await bootVm({
+      rootfs: `${dir}/rootfs`,
+      script: "unused: the OCI spec's process runs",
+      network: { kind: "tsi", ports: [] },
+      oci: podSpec("echo sandbox-up; exec sleep 300", "pod-box"),
+    });
+    try {
+      await vm.waitStdout(/sandbox-up/);
+      const webScript = "mkdir -p /www && echo hello-from-web > /www/index.html && " +
+        "echo web-up && exec httpd -f -p 127.0.0.1:8080 -h /www";
+      const web = await start(vm.handle, ["sh", "-c", webScript], {
+        container: {
+          id: "web",
+          spec: podSpec(webScript, "web-box"),
+          rootfs: { kind: "path", path: GUEST_LOWER },
+        },
+      });
+      for (let i = 0; i < 100 && !web.out().includes("web-up"); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.match(web.out(), /web-up/);
+
+      const clientScript = "wget -qO- http://127.0.0.1:8080/index.html; " +
+        "ls /www 2>/dev/null || echo no-www; hostname";
+      // The shim's way: the host rootfs dir is streamed into the VM, then the container runs there.
+      let clientOut = "";
+      const dec = new TextDecoder();
+      const handle = await startInPod(
+        vm.handle,
+        "client",
+        podSpec(clientScript, "client-box"),
+        `${dir}/rootfs`,
+        {
+          stdout: new WritableStream({ write: (c) => void (clientOut += dec.decode(c)) }),
+          stderr: new WritableStream({ write: (c) => void (clientOut += dec.decode(c)) }),
+          terminal: false,
+        },
+      );
+      assert.equal(handle.pid, vm.handle.pid, "a pod container's pid is the pod VMM's");
+      const client = { code: (await handle.exited).code, out: clientOut };
+      await handle.dispose();
+      assert.equal(client.code, 0, client.out);
+      assert.equal(
+        client.out,
+        "hello-from-web\nno-www\nclient-box\n",
+        "localhost shared, rootfs not",
+      );
+
+      const inWeb = await execOut(vm.handle, ["cat", "/www/index.html"], { in: "web" });
+      assert.deepEqual(inWeb, { code: 0, out: "hello-from-web\n" });
+      const none = await execOut(vm.handle, ["true"], { in: "nosuch" }).catch((e: Error) => e);
+      assert.ok(
+        none instanceof Error,
+        `exec in an unknown container must fail: ${JSON.stringify(none)}`,
+      );
+      assert.match(none.message, /no container nosuch/);
+
+      await web.proc.signal(9);
+      assert.equal((await web.proc.exited).code, 137);
+      // Its overlay and id were released: the id can be used again, on a fresh rootfs.
+      const again = await execOut(vm.handle, ["sh", "-c", "ls /www 2>/dev/null || echo fresh"], {
+        container: {
+          id: "web",
+          spec: podSpec("ls /www 2>/dev/null || echo fresh", "web-box"),
+          rootfs: { kind: "path", path: GUEST_LOWER },
+        },
+      });
+      assert.deepEqual(again, { code: 0, out: "fresh\n" });
+    } finally {
+      await vm.handle.signal(9).catch(() => {});
+      await vm.done.catch(() => {});
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

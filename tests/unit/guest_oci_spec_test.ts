@@ -1,0 +1,142 @@
+/**
+ * The spec crun runs in the guest (guest/oci_runtime.ts guestSpec), the crun files the guest image
+ * carries (lib/vm/guest_crun.ts) and the CONFIG field that carries the spec (guest/config.ts).
+ */
+import assert from "node:assert/strict";
+import { bundleDirFor, guestSpec, rootIsInitramfs } from "../../guest/oci_runtime.ts";
+import { crunRuntimeFiles } from "../../lib/vm/guest_crun.ts";
+import { sharedLibs } from "../../lib/vm/guest_image.ts";
+import { parseConfig } from "../../guest/config.ts";
+import { parseExecTarget } from "../../guest/pod_containers.ts";
+
+const HOST_SPEC = {
+  ociVersion: "1.0.2",
+  process: {
+    terminal: true,
+    args: ["sh"],
+    apparmorProfile: "cri-containerd.apparmor.d",
+    selinuxLabel: "x",
+    capabilities: { bounding: ["CAP_KILL"] },
+    noNewPrivileges: true,
+  },
+  root: { path: "/var/lib/containerd/rootfs", readonly: true },
+  hostname: "pod",
+  hooks: { prestart: [{ path: "/usr/bin/host-hook" }] },
+  annotations: { "io.kubernetes.cri.container-type": "container" },
+  mounts: [
+    { destination: "/proc", type: "proc", source: "proc" },
+    { destination: "/etc/resolv.conf", type: "bind", source: "/var/lib/c/resolv.conf" },
+    { destination: "/etc/hostname/", source: "/var/lib/c/hostname", options: ["rbind"] },
+    { destination: "/data", type: "none", source: "/host/data", options: ["rbind", "rw"] },
+    { destination: "/weird", type: "ext4", source: "/dev/sda1" },
+    { destination: "/dev/shm", type: "bind", source: "/run/sandbox/shm", options: ["rbind"] },
+  ],
+  linux: {
+    namespaces: [
+      { type: "pid" },
+      { type: "network", path: "/proc/77/ns/net" },
+      { type: "ipc", path: "/proc/77/ns/ipc" },
+      { type: "mount" },
+    ],
+    mountLabel: "y",
+    cgroupsPath: "kubepods-burstable.slice:cri-containerd:abc",
+    seccomp: { defaultAction: "SCMP_ACT_ERRNO" },
+  },
+};
+
+Deno.test("guest spec: root in the guest, no terminal, VM's netns, no host paths or labels", () => {
+  const { spec, adjusted } = guestSpec(HOST_SPEC, "/run/nerdbox/root", "workload");
+  assert.deepEqual(spec.root, { path: "/run/nerdbox/root", readonly: true });
+  const p = spec.process as Record<string, unknown>;
+  assert.equal(p.terminal, false);
+  assert.equal(p.apparmorProfile, undefined);
+  assert.equal(p.selinuxLabel, undefined);
+  assert.deepEqual(p.capabilities, { bounding: ["CAP_KILL"] }); // kept for crun
+  assert.equal(p.noNewPrivileges, true);
+  assert.equal(spec.hooks, undefined);
+  assert.equal(spec.annotations, undefined);
+  assert.equal(spec.hostname, "pod");
+  assert.deepEqual(spec.mounts, [{ destination: "/proc", type: "proc", source: "proc" }]);
+  assert.deepEqual(adjusted.droppedMounts, ["/data", "/weird", "/dev/shm"]);
+  const l = spec.linux as Record<string, unknown>;
+  assert.deepEqual(l.namespaces, [{ type: "pid" }, { type: "ipc" }, { type: "mount" }]);
+  assert.equal(l.mountLabel, undefined);
+  assert.equal(l.cgroupsPath, "/nerdbox/workload");
+  assert.deepEqual(l.seccomp, { defaultAction: "SCMP_ACT_ERRNO" });
+  // The host's spec object is not changed.
+  assert.equal(HOST_SPEC.process.terminal, true);
+  assert.equal(HOST_SPEC.mounts.length, 6);
+});
+
+Deno.test("guest spec: bundles live next to the rootfs mount", () => {
+  assert.equal(bundleDirFor("/run/nerdbox/root", "c1"), "/run/nerdbox/bundles/c1");
+});
+
+Deno.test("guest image: crun and the libraries Deno does not bring go on the runtime disk", async () => {
+  const files = await crunRuntimeFiles(
+    () =>
+      Promise.resolve([
+        ["/lib/x86_64-linux-gnu/libseccomp.so.2", "/host/libseccomp.so.2.5.4"],
+        ["/lib/x86_64-linux-gnu/libc.so.6", "/host/libc.so.6"],
+      ]),
+    new Set(["/lib/x86_64-linux-gnu/libc.so.6"]),
+    "/bin/sh", // any host file stands in for crun here; the real one: guest_crun_test.ts
+  );
+  assert.deepEqual(files, [
+    ["bin/crun", await Deno.realPath("/bin/sh")],
+    ["lib/libseccomp.so.2", "/host/libseccomp.so.2.5.4"],
+  ]);
+  assert.deepEqual(await crunRuntimeFiles(sharedLibs, new Set(), "/nonexistent/crun"), []);
+});
+
+Deno.test("guest config: oci must be a spec object with a process", () => {
+  const base = {
+    version: 1,
+    hostname: "h",
+    rootfs: { kind: "virtiofs", tag: "r" },
+    process: { args: ["sh"], env: [], cwd: "/", uid: 0, gid: 0, terminal: false },
+    networks: [],
+    dhcpTimeoutMs: 1000,
+  };
+  assert.deepEqual(parseConfig(JSON.stringify({ ...base, oci: { process: {} } })).oci, {
+    process: {},
+  });
+  assert.equal(parseConfig(JSON.stringify(base)).oci, undefined);
+  assert.throws(
+    () => parseConfig(JSON.stringify({ ...base, oci: [] })),
+    /GuestConfig\.oci = \[\]: expected an OCI runtime spec object with a process/,
+  );
+});
+
+Deno.test("guest spec: crun skips pivot_root only when the guest's root is the initramfs", () => {
+  const line = (mp: string, fs: string) => `22 1 0:2 / ${mp} rw shared:1 - ${fs} ${fs} rw`;
+  assert.equal(rootIsInitramfs([line("/", "rootfs"), line("/proc", "proc")].join("\n")), true);
+  assert.equal(rootIsInitramfs([line("/proc", "proc"), line("/", "virtiofs")].join("\n")), false);
+  assert.equal(rootIsInitramfs(line("/", "ext4")), false);
+});
+
+Deno.test("exec target: a new container or an existing one, each field checked by name", () => {
+  const spec = { process: { args: ["sh"] } };
+  const rootfs = { kind: "path", path: "/run/share/c1/rootfs" };
+  assert.deepEqual(parseExecTarget({}, "exec[3]."), {});
+  assert.deepEqual(parseExecTarget({ in: "web" }, "exec[3]."), { in: "web" });
+  assert.deepEqual(parseExecTarget({ guest: true }, "exec[3]."), { guest: true });
+  assert.deepEqual(
+    parseExecTarget({ container: { id: "c1", spec, rootfs } }, "exec[3]."),
+    { container: { id: "c1", spec, rootfs } },
+  );
+  const bad: Array<[Record<string, unknown>, RegExp]> = [
+    [{ in: "../x" }, /exec\[3\]\.in = "\.\.\/x": expected a container id/],
+    [{ guest: 1 }, /exec\[3\]\.guest = 1: expected true or absent/],
+    [{ guest: true, in: "a" }, /guest = true: expected absent when container or in is given/],
+    [{ in: "a", container: {} }, /exec\[3\]\.in = "a": expected absent when container is given/],
+    [{ container: { id: "", spec, rootfs } }, /exec\[3\]\.container\.id = ""/],
+    [{ container: { id: "c", spec: {}, rootfs } }, /container\.spec = \{\}: expected an OCI spec/],
+    [
+      { container: { id: "c", spec, rootfs: { kind: "path", path: "/a/../b" } } },
+      /container\.rootfs\.path = "\/a\/\.\.\/b": expected an absolute path without \.\./,
+    ],
+    [{ container: { id: "c", spec, rootfs: { kind: "tar" } } }, /container\.rootfs = /],
+  ];
+  for (const [v, re] of bad) assert.throws(() => parseExecTarget(v, "exec[3]."), re);
+});
