@@ -19,7 +19,7 @@ async function setup() {
     root,
     bundle,
     g: ["--root", root],
-    entries: async () => [...Deno.readDirSync(root)].map((e) => e.name).sort(),
+    entries: async () => (await Array.fromAsync(Deno.readDir(root))).map((e) => e.name).sort(),
     close: async () => {
       for (const d of [root, bundle]) await Deno.remove(d, { recursive: true });
     },
