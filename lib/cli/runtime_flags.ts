@@ -176,24 +176,33 @@ function firstPositional(args: string[], options: Record<string, Opt>): number {
   return -1;
 }
 
+/** What runc accepts as a container id; a ROOTFS path (it has a `/`) never matches. */
+const CONTAINER_ID = /^[\w+.-]+$/;
+
 /**
  * True when `nerdbox run …` is the runtime verb (`run [-d] [--bundle DIR] ID`) rather than the
- * boot-a-rootfs command (`run ROOTFS -- CMD`, `run --bundle DIR [-- CMD]`): a detach or pid-file
- * flag, or no `--` and a last token that is an id rather than a flag or a flag's value.
+ * boot-a-rootfs command (`run ROOTFS -- CMD`, `run --bundle DIR [-- CMD]`): no `--`, only flags
+ * the runtime's `run` knows, and exactly one positional that is a container id.
  */
 export function isRuntimeRun(args: string[]): boolean {
   const norm = normalizeDashes(args);
   if (norm.includes("--")) return false;
-  if (norm.some((a) => ["-d", "--detach", "--pid-file", "--console-socket"].includes(a))) {
-    return true;
+  const options = VERB_FLAGS.run;
+  const positionals: string[] = [];
+  for (let i = 0; i < norm.length; i++) {
+    const a = norm[i];
+    if (!a.startsWith("-") || a === "-") {
+      positionals.push(a);
+      continue;
+    }
+    const bare = a.replace(/=.*$/s, "");
+    const name = bare.startsWith("--")
+      ? bare.slice(2)
+      : Object.entries(options).find(([, o]) => o.short === bare.slice(1))?.[0];
+    if (name === undefined || !(name in options)) return false; // a boot-command flag
+    if (options[name].type === "string" && !a.includes("=")) i++;
   }
-  const last = norm[norm.length - 1];
-  if (last === undefined || last.startsWith("-")) return false;
-  const prev = norm[norm.length - 2];
-  const takesValue = prev !== undefined &&
-    /^-(-bundle|b|-name|-netns|-backend|-cpus|-memory|-net|p|-publish|e|-env|w|-workdir|-hostname|-accel|-libkrun|-log-level|-cni[a-z-]*)$/
-      .test(prev);
-  return !takesValue;
+  return positionals.length === 1 && CONTAINER_ID.test(positionals[0]);
 }
 
 const SIGNALS: Record<string, number> = {

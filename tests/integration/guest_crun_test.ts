@@ -10,7 +10,7 @@ import { bootVm } from "../helpers/qemu_vm.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import type { VmHandle } from "../../lib/vm/types.ts";
 import type { ExecTarget } from "../../lib/guest_protocol.ts";
-import { startInPod } from "../../lib/shim/pod_member.ts";
+import { startInPod, streamRootfsIn } from "../../lib/shim/pod_member.ts";
 
 /** containerd's default capability set without CAP_CHOWN. */
 const CAPS: Record<string, number> = {
@@ -159,9 +159,6 @@ function podSpec(script: string, hostname: string): Record<string, unknown> {
   return s;
 }
 
-/** Where the guest mounts the first container's image read-only (guest/mounts.ts). */
-const GUEST_LOWER = "/run/nerdbox/lower";
-
 Deno.test("crun in the QEMU guest applies the OCI spec: capabilities, seccomp, NNP, readonly root", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nb-crun-" });
   try {
@@ -234,13 +231,15 @@ Deno.test("crun in the QEMU guest: containers added to the VM share localhost, n
     });
     try {
       await vm.waitStdout(/sandbox-up/);
+      // One image copy in the VM serves as the lower layer of "web" (twice, under the same id).
+      const webLower = await streamRootfsIn(vm.handle, "web-image", `${dir}/rootfs`);
       const webScript = "mkdir -p /www && echo hello-from-web > /www/index.html && " +
         "echo web-up && exec httpd -f -p 127.0.0.1:8080 -h /www";
       const web = await start(vm.handle, ["sh", "-c", webScript], {
         container: {
           id: "web",
           spec: podSpec(webScript, "web-box"),
-          rootfs: { kind: "path", path: GUEST_LOWER },
+          rootfs: { kind: "path", path: webLower },
         },
       });
       for (let i = 0; i < 100 && !web.out().includes("web-up"); i++) {
@@ -290,7 +289,7 @@ Deno.test("crun in the QEMU guest: containers added to the VM share localhost, n
         container: {
           id: "web",
           spec: podSpec("ls /www 2>/dev/null || echo fresh", "web-box"),
-          rootfs: { kind: "path", path: GUEST_LOWER },
+          rootfs: { kind: "path", path: webLower },
         },
       });
       assert.deepEqual(again, { code: 0, out: "fresh\n" });

@@ -79,6 +79,12 @@ Deno.test("`nerdbox run` routing: the runtime verb vs the boot-a-rootfs command"
   assert.equal(isRuntimeRun(["--bundle", "/b", "--", "sh"]), false);
   assert.equal(isRuntimeRun(["--name", "x", "--bundle", "/b"]), false);
   assert.equal(isRuntimeRun(["--help"]), false);
+  assert.equal(isRuntimeRun(["--bundle=/b", "-pid-file", "/p", "id"]), true);
+  // A boot-command flag, or a ROOTFS path as the one positional, is the boot command.
+  assert.equal(isRuntimeRun(["--dry-run", "/rootfs"]), false);
+  assert.equal(isRuntimeRun(["--cpus", "2", "id"]), false);
+  assert.equal(isRuntimeRun(["./rootfs"]), false);
+  assert.equal(isRuntimeRun(["id", "extra"]), false);
 });
 
 Deno.test("signals: names with or without SIG, any case, numbers; unknown names refused", () => {
