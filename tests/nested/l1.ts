@@ -48,6 +48,11 @@ export interface L1Options {
   memoryMiB?: number;
   /** Called with each console line (default: printed with an `l1| ` prefix). */
   onLine?: (line: string) => void;
+  /**
+   * Kill L1 as wedged when its console shows nothing but kernel messages for this long, or when
+   * its kernel reports a soft lockup of at least a minute (default 10 min).
+   */
+  stallMs?: number;
 }
 
 /** How an L1 run ended. */
@@ -58,6 +63,8 @@ export interface L1Result {
   scriptCode?: number;
   /** QEMU was killed at the timeout. */
   timedOut: boolean;
+  /** Why QEMU was killed as wedged (a soft lockup, or no progress), if it was. */
+  wedged?: string;
   /** The whole serial console (L1 kernel + stage-1/2 + the script's output). */
   console: string;
   /** Wall time from QEMU start to exit. */
@@ -192,6 +199,21 @@ export function l1QemuArgs(kernel: NestedKernel, initrd: string, memoryMiB: numb
   ]; // deno-fmt-ignore
 }
 
+/** True for a line of L1's kernel log (`[  12.345678] …`), which says nothing about progress. */
+export function isKernelLine(line: string): boolean {
+  return /^\s*\[\s*\d+\.\d+\]/.test(line);
+}
+
+/**
+ * The wedge a kernel line reports, if any: a soft lockup of ≥ 60 s (seen under TCG when the
+ * nested guest's vCPU and kvm-pit threads spin; L1 does not recover from it).
+ */
+export function l1Wedge(line: string): string | undefined {
+  const m = line.match(/soft lockup - CPU#\d+ stuck for (\d+)s! \[([^\]]*)\]/);
+  if (!m || Number(m[1]) < 60) return undefined;
+  return `L1 kernel: soft lockup, CPU stuck for ${m[1]} s in ${m[2]}`;
+}
+
 /** Boots L1, runs `opts.script` there, powers off; never throws for what happens inside L1. */
 export async function runInL1(opts: L1Options): Promise<L1Result> {
   const kernel = findNestedKernel();
@@ -227,6 +249,23 @@ export async function runInL1(opts: L1Options): Promise<L1Result> {
       child.kill("SIGKILL");
     } catch { /* gone */ }
   }, opts.timeoutMs ?? 25 * 60_000);
+  let wedged: string | undefined;
+  const killWedged = (why: string) => {
+    if (wedged !== undefined) return;
+    wedged = why;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  };
+  const stallMs = opts.stallMs ?? 10 * 60_000;
+  let stall = setTimeout(() => killWedged(`no progress for ${stallMs / 1000} s`), stallMs);
+  const seen = (line: string) => {
+    const stuck = l1Wedge(line);
+    if (stuck !== undefined) killWedged(stuck);
+    if (isKernelLine(line)) return;
+    clearTimeout(stall);
+    stall = setTimeout(() => killWedged(`no progress for ${stallMs / 1000} s`), stallMs);
+  };
   let consoleText = "";
   const pump = async (s: ReadableStream<Uint8Array>) => {
     let partial = "";
@@ -234,12 +273,16 @@ export async function runInL1(opts: L1Options): Promise<L1Result> {
       consoleText += chunk;
       const lines = (partial + chunk).split(/\r?\n/);
       partial = lines.pop() ?? "";
-      for (const l of lines) onLine(l);
+      for (const l of lines) {
+        onLine(l);
+        seen(l);
+      }
     }
     if (partial) onLine(partial);
   };
   await Promise.all([pump(child.stdout), pump(child.stderr), child.status]);
   clearTimeout(timer);
+  clearTimeout(stall);
   const wallMs = performance.now() - started;
   const read = (f: string) => Deno.readTextFile(`${opts.runDir}/${f}`).catch(() => undefined);
   const rc = await read("rc");
@@ -247,6 +290,7 @@ export async function runInL1(opts: L1Options): Promise<L1Result> {
     kvm: (await read("kvm")) !== undefined,
     ...(rc !== undefined ? { scriptCode: Number(rc.trim()) } : {}),
     timedOut,
+    ...(wedged !== undefined ? { wedged } : {}),
     console: consoleText,
     wallMs,
   };
