@@ -10,7 +10,6 @@ import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
 import { kvmStatus } from "./plan.ts";
 import { locateLibkrun } from "./libkrun_locate.ts";
 import { spawnInNetns } from "../net/netns.ts";
-import { SUN_PATH_MAX } from "../spec/socket_path.ts";
 import type { ProcessSpec } from "../spec/types.ts";
 import type { VmExit, VmHandle, VmPlan, VmProcess, VmStdio } from "./types.ts";
 import { type GuestExec, ROOTFS_TAG } from "./libkrun_calls.ts";
@@ -60,10 +59,8 @@ const SOCK_CLOEXEC = 0o2000000;
 /** Connects a unix stream socket to `path` and returns its raw fd (close with closeFd). */
 export function connectUnixFd(path: string): number {
   const bytes = new TextEncoder().encode(path);
-  if (bytes.length > SUN_PATH_MAX || bytes.includes(0)) {
-    throw new Error(
-      `socket path ${JSON.stringify(path)} must be 1-${SUN_PATH_MAX} bytes without NUL`,
-    );
+  if (bytes.length > 107 || bytes.includes(0)) {
+    throw new Error(`socket path ${JSON.stringify(path)} must be 1-107 bytes without NUL`);
   }
   const addr = new Uint8Array(110);
   new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
