@@ -1,7 +1,8 @@
 /**
  * libkrun (1.16 C API) through Deno FFI: the symbol table and a typed wrapper. Every call checks
  * its arguments in TypeScript first (no NULL where the header does not allow it, NUL-terminated
- * strings, NULL-terminated string arrays kept alive across the call, integer ranges, 6-byte MACs,
+ * strings, NULL-terminated string arrays kept alive across the call, integer ranges, MACs as 6
+ * bytes (lib/spec/mac.ts parses the text once; this layer takes the bytes),
  * one logger per process) and turns a negative return into a KrunError naming the call, the errno
  * and the arguments. Only parameters the header documents as optional are ever passed as NULL.
  */
@@ -211,14 +212,14 @@ class Arena {
   }
 
   mac(call: string, param: string, value: unknown): Uint8Array<ArrayBuffer> {
-    const bytes = parseMac(value);
-    if (!bytes) {
+    if (!(value instanceof Uint8Array) || value.length !== 6) {
       throw new KrunArgumentError(
         call,
         param,
-        `expected 6 bytes as "aa:bb:cc:dd:ee:ff" or a 6-byte Uint8Array, got ${describe(value)}`,
+        `expected a 6-byte Uint8Array, got ${describe(value)}`,
       );
     }
+    const bytes = new Uint8Array(value);
     this.#keep.push(bytes);
     return bytes;
   }
@@ -234,17 +235,6 @@ function describe(v: unknown): string {
   if (v === undefined) return "undefined";
   if (v instanceof Uint8Array) return `a ${v.length}-byte Uint8Array`;
   return `${typeof v} ${JSON.stringify(v)}`;
-}
-
-function parseMac(value: unknown): Uint8Array<ArrayBuffer> | undefined {
-  if (value instanceof Uint8Array) {
-    return value.length === 6 ? new Uint8Array(value) : undefined;
-  }
-  if (typeof value !== "string") return undefined;
-  const m = value.match(
-    /^([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2})$/i,
-  );
-  return m ? new Uint8Array(m.slice(1).map((h) => parseInt(h, 16))) : undefined;
 }
 
 function checkInt(call: string, param: string, v: unknown, min: number, max: number): number {
@@ -291,8 +281,8 @@ export interface NetArgs {
   path?: string;
   /** Connected socket fd (fd mode). */
   fd?: number;
-  /** `aa:bb:cc:dd:ee:ff` or 6 bytes. */
-  mac: string | Uint8Array;
+  /** The MAC's 6 bytes (`uint8_t c_mac[6]`). */
+  mac: Uint8Array;
   /** virtio-net feature bits. */
   features: number;
   /** NET_FLAG_* bits. */
@@ -598,7 +588,7 @@ export class Libkrun {
       ctx_id: ctx,
       c_path: n.path ?? null,
       fd,
-      c_mac: typeof n.mac === "string" ? n.mac : [...n.mac],
+      c_mac: [...mac].map((b) => b.toString(16).padStart(2, "0")).join(":"),
       features: n.features,
       flags: n.flags,
     });

@@ -3,218 +3,28 @@
  * flags → SandboxSpec (through the one parser in lib/spec) → VmPlan → a VM; exits with the
  * workload's status, or 125 when nerdbox itself fails. `--dry-run` prints the plan instead.
  */
-import { parseArgs } from "node:util";
 import { formatSpecError, type ProcessSpec, SpecValidationError } from "../spec/types.ts";
 import { buildSandboxSpec } from "../spec/sandbox.ts";
 import { OciReadError, readOciBundle } from "../spec/oci.ts";
-import { KRUN_LOG_LEVEL, type KrunLogLevelName, type Libkrun } from "../../ffi/libkrun.ts";
-import { loadLibkrun, locateLibkrun } from "../vm/libkrun_locate.ts";
 import { planVm, resolveBackend } from "../vm/plan.ts";
-import { validateNetnsPath } from "../net/netns.ts";
 import { createRunStateDir, ensureStateRoot, sweepDeadRuns } from "../vm/run_state.ts";
-import * as k from "../vm/libkrun.ts";
-import type { Accel, Backend, VmHandle, VmPlan, VmStdio } from "../vm/types.ts";
-import {
-  attachSpecToCni,
-  CNI_RUN_FLAGS,
-  type CniRunFlags,
-  cniRunFlags,
-  type CniSession,
-} from "../net/cni_session.ts";
+import { probeVnetHdr } from "../vm/libkrun_calls.ts";
+import type { Backend, VmHandle, VmPlan, VmStdio } from "../vm/types.ts";
+import { attachSpecToCni, type CniSession } from "../net/cni_session.ts";
+import { parseRunFlags, type RunFlags, RunUsageError, usage } from "./run_flags.ts";
+import { dryRun, tryLoadLibkrun } from "./run_dryrun.ts";
+
+export {
+  parseAccel,
+  parseLogLevel,
+  parseRunFlags,
+  type RunFlags,
+  RunUsageError,
+  usage,
+} from "./run_flags.ts";
 
 /** Exit status for nerdbox's own failures (docker's convention). */
 export const EXIT_NERDBOX = 125;
-
-/**
- * The flag table. Each entry: parseArgs option + help line. Other features add their flags as a
- * block here (and read them from `RunFlags`).
- */
-const FLAGS = {
-  bundle: {
-    type: "string",
-    help: "--bundle DIR          run an OCI bundle (config.json + rootfs)",
-  },
-  net: {
-    type: "string",
-    multiple: true,
-    help:
-      "--net SPEC            attach a network (network annotation grammar; repeatable, in order)",
-  },
-  publish: {
-    type: "string",
-    short: "p",
-    multiple: true,
-    help: "-p, --publish [IP:]HOST:GUEST[/tcp|/udp]  publish a port (no network attached)",
-  },
-  cpus: { type: "string", help: "--cpus N              vCPUs (1-255, default 1)" },
-  memory: { type: "string", help: "--memory SIZE         memory: MiB, or 512M / 1G (default 512)" },
-  env: {
-    type: "string",
-    short: "e",
-    multiple: true,
-    help: "-e, --env K=V|K        set an env var (K alone: from this environment)",
-  },
-  workdir: {
-    type: "string",
-    short: "w",
-    help: "-w, --workdir DIR     working directory in the container",
-  },
-  hostname: { type: "string", help: "--hostname NAME       guest hostname (default: from the id)" },
-  name: { type: "string", help: "--name ID             sandbox id (default: run-<random>)" },
-  interactive: {
-    type: "boolean",
-    short: "i",
-    help: "-i, --interactive     forward stdin to the workload",
-  },
-  tty: {
-    type: "boolean",
-    short: "t",
-    help: "-t, --tty             give the workload a terminal (its controlling tty; use with -i)",
-  },
-  backend: { type: "string", help: "--backend B           auto | libkrun | qemu (default auto)" },
-  accel: {
-    type: "string",
-    help: "--accel A             QEMU accelerator: auto | kvm | tcg (default auto)",
-  },
-  netns: { type: "string", help: "--netns PATH          run the VMM in this network namespace" },
-  libkrun: {
-    type: "string",
-    help: "--libkrun PATH        libkrun library (else NERDBOX_LIBKRUN, then system dirs)",
-  },
-  "log-level": {
-    type: "string",
-    help:
-      "--log-level L         libkrun log: off|error|warn|info|debug|trace or 0-5 (shown on stderr)",
-  },
-  "dry-run": {
-    type: "boolean",
-    help: "--dry-run             print the plan (and libkrun calls applied to a real context)",
-  },
-  json: { type: "boolean", help: "--json                with --dry-run: one JSON object" },
-  ...CNI_RUN_FLAGS,
-  help: { type: "boolean", short: "h", help: "-h, --help            show this help" },
-} as const;
-
-/** The usage text. */
-export function usage(): string {
-  return [
-    "Usage: nerdbox run [flags] ROOTFS -- CMD [ARG...]",
-    "       nerdbox run [flags] --bundle DIR [-- CMD [ARG...]]",
-    "",
-    "Boots a microVM around ROOTFS (a directory) or an OCI bundle and runs the command in it.",
-    "Exit status: the command's; 125 when nerdbox itself fails.",
-    "",
-    "Flags:",
-    ...Object.values(FLAGS).map((f) => `  ${f.help}`),
-  ].join("\n");
-}
-
-/** Flags as parsed (strings as given; lib/spec validates them). */
-export interface RunFlags {
-  bundle?: string;
-  net: string[];
-  publish: string[];
-  cpus?: string;
-  memory?: string;
-  env: string[];
-  workdir?: string;
-  hostname?: string;
-  name?: string;
-  interactive: boolean;
-  /** `-t`: the workload gets a pty in the guest. */
-  tty: boolean;
-  backend?: string;
-  accel: Accel;
-  netns?: string;
-  libkrun?: string;
-  logLevel?: number;
-  dryRun: boolean;
-  json: boolean;
-  help: boolean;
-  /** Positionals before `--`. */
-  positionals: string[];
-  /** Everything after `--`. */
-  command: string[];
-  /** `--cni` and its options (lib/net/cni_session.ts). */
-  cni?: CniRunFlags;
-}
-
-/** A flag error (exit 125). */
-export class RunUsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "RunUsageError";
-  }
-}
-
-/** Parses `--log-level` (name or 0-5). */
-export function parseLogLevel(text: string): number {
-  if (/^[0-5]$/.test(text)) return Number(text);
-  const n = KRUN_LOG_LEVEL[text.toLowerCase() as KrunLogLevelName];
-  if (n === undefined) {
-    throw new RunUsageError(
-      `--log-level: ${JSON.stringify(text)}: expected off, error, warn, info, debug, trace or 0-5`,
-    );
-  }
-  return n;
-}
-
-/** Parses `--accel`. */
-export function parseAccel(text: string): Accel {
-  if (text === "auto" || text === "kvm" || text === "tcg") return text;
-  throw new RunUsageError(`--accel: ${JSON.stringify(text)}: expected auto, kvm or tcg`);
-}
-
-/** Parses argv (after `run`). */
-export function parseRunFlags(argv: string[]): RunFlags {
-  const dd = argv.indexOf("--");
-  const before = dd < 0 ? argv : argv.slice(0, dd);
-  const command = dd < 0 ? [] : argv.slice(dd + 1);
-  const options = Object.fromEntries(
-    Object.entries(FLAGS).map(([k, f]) => {
-      const { help: _help, ...opt } = f;
-      return [k, opt];
-    }),
-  ) as Record<string, { type: "string" | "boolean"; short?: string; multiple?: boolean }>;
-  let values: Record<string, unknown>;
-  let positionals: string[];
-  try {
-    ({ values, positionals } = parseArgs({
-      args: before,
-      options,
-      allowPositionals: true,
-      strict: true,
-    }));
-  } catch (e) {
-    throw new RunUsageError((e as Error).message);
-  }
-  const s = (k: string) => values[k] as string | undefined;
-  const list = (k: string) => (values[k] as string[] | undefined) ?? [];
-  return {
-    ...(s("bundle") !== undefined ? { bundle: s("bundle") } : {}),
-    net: list("net"),
-    publish: list("publish"),
-    ...(s("cpus") !== undefined ? { cpus: s("cpus") } : {}),
-    ...(s("memory") !== undefined ? { memory: s("memory") } : {}),
-    env: list("env"),
-    ...(s("workdir") !== undefined ? { workdir: s("workdir") } : {}),
-    ...(s("hostname") !== undefined ? { hostname: s("hostname") } : {}),
-    ...(s("name") !== undefined ? { name: s("name") } : {}),
-    interactive: values.interactive === true,
-    tty: values.tty === true,
-    ...(s("backend") !== undefined ? { backend: s("backend") } : {}),
-    accel: s("accel") === undefined ? "auto" : parseAccel(s("accel")!),
-    ...(s("netns") !== undefined ? { netns: s("netns") } : {}),
-    ...(s("libkrun") !== undefined ? { libkrun: s("libkrun") } : {}),
-    ...(s("log-level") !== undefined ? { logLevel: parseLogLevel(s("log-level")!) } : {}),
-    dryRun: values["dry-run"] === true,
-    json: values.json === true,
-    help: values.help === true,
-    positionals,
-    command,
-    ...cniRunFlags(values),
-  };
-}
 
 const DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -371,9 +181,6 @@ export async function main(argv: string[]): Promise<number> {
       ...(flags.backend !== undefined ? { backend: flags.backend } : {}),
     });
     for (const w of warnings) err(`warning: ${w}`);
-    if (spec.netns !== undefined && !flags.cni) {
-      validateNetnsPath(spec.netns, flags.netns !== undefined ? "--netns" : "config.json netns");
-    }
     if (flags.cni && !flags.dryRun) cni = await attachSpecToCni(spec, flags.cni);
     const backend = await resolveBackend(spec.backend, libkrunOpt(flags));
     if (flags.dryRun) {
@@ -390,6 +197,7 @@ export async function main(argv: string[]): Promise<number> {
       backend,
       stateDir,
       accel: flags.accel,
+      netnsSource: flags.netns !== undefined ? "--netns" : "config.json netns",
       ...(flags.libkrun !== undefined || flags.logLevel !== undefined
         ? {
           libkrun: {
@@ -417,7 +225,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     return EXIT_NERDBOX;
   }
-  if (flags.dryRun) return await dryRun(plan, flags);
+  if (flags.dryRun) return await dryRun(plan, flags.json, flags.libkrun);
   try {
     return await runVm(plan, flags, relay ?? new SignalRelay());
   } finally {
@@ -429,19 +237,11 @@ function libkrunOpt(f: RunFlags): { libkrunPath?: string } {
   return f.libkrun !== undefined ? { libkrunPath: f.libkrun } : {};
 }
 
-function tryLoad(f: RunFlags): Libkrun | Error {
-  try {
-    return loadLibkrun(f.libkrun !== undefined ? { explicit: f.libkrun } : {});
-  } catch (e) {
-    return e as Error;
-  }
-}
-
 function vnetCaps(backend: Backend, wanted: boolean, f: RunFlags) {
   if (backend !== "libkrun" || !wanted) return {};
-  const lib = tryLoad(f);
+  const lib = tryLoadLibkrun(f.libkrun);
   if (lib instanceof Error) return {};
-  return { libkrunCaps: { vnetHdr: k.probeVnetHdr(lib) } };
+  return { libkrunCaps: { vnetHdr: probeVnetHdr(lib) } };
 }
 
 /** Forwards signals to the VM once it runs; remembers the first one that arrives before. */
@@ -506,111 +306,4 @@ async function runVm(plan: VmPlan, flags: RunFlags, relay: SignalRelay): Promise
     relay.close();
     await relay.handle?.dispose();
   }
-}
-
-function dryRun(plan: VmPlan, flags: RunFlags): Promise<number> {
-  if (plan.backend !== "libkrun") {
-    const out = { backend: plan.backend, plan, calls: [] };
-    if (flags.json) console.log(JSON.stringify(out, null, 2));
-    else {
-      console.log(`backend: ${plan.backend} (no libkrun calls; the plan as QEMU gets it:)`);
-      console.log(JSON.stringify(plan, null, 2));
-    }
-    return Promise.resolve(0);
-  }
-  return libkrunDryRun(plan, flags);
-}
-
-async function libkrunDryRun(plan: VmPlan, flags: RunFlags): Promise<number> {
-  const lib = tryLoad(flags);
-  const loc = (() => {
-    try {
-      return locateLibkrun(flags.libkrun !== undefined ? { explicit: flags.libkrun } : {}).path;
-    } catch {
-      return null;
-    }
-  })();
-  const guest = await k.guestExec("<guest image>/root");
-  const level = plan.libkrun?.logLevel ?? k.DEFAULT_VMM_LOG_LEVEL;
-  const notRun = "not called (dry run)";
-  const calls: Array<{ call: string; args: unknown[]; result: number | string }> = [];
-  let failed: Error | undefined;
-  let loadError: string | undefined;
-  if (lib instanceof Error) {
-    loadError = lib.message;
-    const list = k.libkrunCalls(plan, {
-      ctx: 0,
-      guest,
-      channelFd: 3,
-      consoleLog: k.statePaths(plan.stateDir).consoleLog,
-      vnetHdr: true,
-    });
-    const why = "not called: libkrun did not load";
-    calls.push({ call: "krun_init_log", args: [-1, level, 0, 0], result: why });
-    calls.push({ call: "krun_create_ctx", args: [], result: why });
-    for (const c of list) calls.push({ ...c, result: why });
-  } else {
-    const vnetHdr = plan.network.kind === "nics" && plan.network.nics.some((n) => n.vnetHdr)
-      ? k.probeVnetHdr(lib)
-      : false;
-    const ctx = lib.createCtx();
-    const [fd, peer] = k.unixSocketPair();
-    try {
-      calls.push({
-        call: "krun_init_log",
-        args: [-1, level, 0, 0],
-        result: `${notRun}: the vmm child calls it`,
-      });
-      calls.push({ call: "krun_create_ctx", args: [], result: ctx });
-      try {
-        const list = k.libkrunCalls(plan, {
-          ctx,
-          guest,
-          channelFd: fd,
-          consoleLog: k.statePaths(plan.stateDir).consoleLog,
-          vnetHdr,
-        });
-        const applied = k.applyCalls(lib, list);
-        calls.push(...applied.results);
-        failed = applied.error;
-      } catch (e) {
-        if (!(e instanceof SpecValidationError)) throw e;
-        for (const x of e.errors) err(formatSpecError(x));
-        return EXIT_NERDBOX;
-      }
-      calls.push({ call: "krun_start_enter", args: [ctx], result: notRun });
-      lib.freeCtx(ctx);
-      calls.push({ call: "krun_free_ctx", args: [ctx], result: 0 });
-    } finally {
-      k.closeFd(fd);
-      k.closeFd(peer);
-    }
-  }
-  if (flags.json) {
-    console.log(JSON.stringify(
-      {
-        backend: plan.backend,
-        libkrun: loc,
-        ...(loadError ? { libkrunError: loadError } : {}),
-        plan,
-        calls,
-        ...(failed ? { error: failed.message } : {}),
-      },
-      null,
-      2,
-    ));
-  } else {
-    console.log(`backend: libkrun (${loc ?? "not found"})`);
-    if (loadError) console.log(`libkrun did not load, calls not applied: ${loadError}`);
-    for (const c of calls) {
-      const args = c.args.map((a) => JSON.stringify(a)).join(", ");
-      const res = typeof c.result === "number" ? `= ${c.result}` : `  # ${c.result}`;
-      console.log(`${c.call}(${args}) ${res}`);
-    }
-  }
-  if (failed) {
-    err(failed.message);
-    return EXIT_NERDBOX;
-  }
-  return 0;
 }

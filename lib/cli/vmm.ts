@@ -1,22 +1,16 @@
 /**
- * `nerdbox vmm REQUEST.json|-` (internal): the per-VM process. Loads libkrun, applies the plan's
- * calls to a fresh context, connects the guest control channel to the parent, and enters
- * krun_start_enter, which ends this process with the VM's status. Its own failures are printed as
- * `nerdbox vmm: …` lines and end it with 125.
+ * `nerdbox vmm REQUEST.json|-` (internal): the per-VM process. Reads and checks the request
+ * (lib/vm/vmm_request.ts), loads libkrun, connects the guest control channel to the parent,
+ * configures a fresh context (the same lib/vm/libkrun_calls.ts sequence `nerdbox run --dry-run`
+ * shows) and enters krun_start_enter, which ends this process with the VM's status. Its own
+ * failures are printed as `nerdbox vmm: …` lines and end it with 125.
  */
 import { KrunArgumentError, KrunError } from "../../ffi/libkrun.ts";
 import { formatSpecError, SpecValidationError } from "../spec/types.ts";
 import { loadLibkrun } from "../vm/libkrun_locate.ts";
-import {
-  applyCall,
-  connectUnixFd,
-  dieWithParent,
-  libkrunCalls,
-  probeVnetHdr,
-  STOP_BEFORE_START_ENV,
-  type VmmRequest,
-} from "../vm/libkrun.ts";
-import { DEFAULT_VMM_LOG_LEVEL } from "../vm/libkrun.ts";
+import { connectUnixFd, dieWithParent, STOP_BEFORE_START_ENV } from "../vm/libkrun.ts";
+import { configureContext, DEFAULT_VMM_LOG_LEVEL } from "../vm/libkrun_calls.ts";
+import { parseVmmRequest, type VmmRequest } from "../vm/vmm_request.ts";
 import { guardTsiListeners } from "../vm/tsi_guard.ts";
 
 const USAGE = `Usage: nerdbox vmm REQUEST.json|-
@@ -37,16 +31,17 @@ async function readRequest(arg: string): Promise<VmmRequest> {
   const text = arg === "-"
     ? await new Response(Deno.stdin.readable).text()
     : await Deno.readTextFile(arg);
-  const req = JSON.parse(text) as VmmRequest;
-  if (
-    typeof req?.plan?.stateDir !== "string" || typeof req.channelSocket !== "string" ||
-    typeof req.parentPid !== "number"
-  ) {
-    throw new Error(
-      `${arg}: not a nerdbox vmm request (plan, guest, channelSocket, parentPid expected)`,
-    );
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${arg}: not JSON (${(e as Error).message})`);
   }
-  return req;
+  try {
+    return parseVmmRequest(json);
+  } catch (e) {
+    throw new Error(`${arg}: not a nerdbox vmm request: ${(e as Error).message}`);
+  }
 }
 
 /** Entry point of `nerdbox vmm`. */
@@ -70,18 +65,13 @@ export async function main(args: string[]): Promise<number> {
     if (!dieWithParent(req.parentPid)) return fail(`the parent (pid ${req.parentPid}) is gone`);
     const lib = loadLibkrun(plan.libkrun?.path ? { explicit: plan.libkrun.path } : {});
     lib.initLog({ level: plan.libkrun?.logLevel ?? DEFAULT_VMM_LOG_LEVEL });
-    const needsVnet = plan.network.kind === "nics" && plan.network.nics.some((n) => n.vnetHdr);
-    const vnetHdr = needsVnet ? probeVnetHdr(lib) : false;
-    const ctx = lib.createCtx();
     const channelFd = connectUnixFd(req.channelSocket);
-    const calls = libkrunCalls(plan, {
-      ctx,
+    const { ctx, error } = configureContext(lib, plan, {
       guest: req.guest,
       channelFd,
       consoleLog: req.consoleLog,
-      vnetHdr,
     });
-    for (const call of calls) applyCall(lib, call);
+    if (error) return fail(error.message);
     if (plan.network.kind === "tsi" && !plan.network.publishAll) {
       try {
         guardTsiListeners(plan.stateDir, plan.network.ports.map((p) => p.hostPort));

@@ -3,6 +3,7 @@
  * of a caller's netns path, and running a synchronous step (a spawn) inside a namespace with the
  * safe FFI pattern: setns(target) → spawn → setns(original), with no `await` in between.
  */
+import type { NetnsPath } from "../spec/netns_path.ts";
 import {
   CLONE_NEWNET,
   closeFd,
@@ -125,9 +126,9 @@ function openNetns(path: string, what: string): number {
  * Checks that `path` names a network namespace (see openNetns for the rules); returns the path.
  * `what` names the source in errors (`--netns`, `config.json linux.namespaces[1].path`, …).
  */
-export function validateNetnsPath(path: string, what = "netns"): string {
+export function validateNetnsPath(path: string, what = "netns"): NetnsPath {
   closeFd(openNetns(path, what));
-  return path;
+  return path as NetnsPath;
 }
 
 function isThenable(v: unknown): boolean {

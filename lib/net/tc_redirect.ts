@@ -7,13 +7,14 @@
  */
 import { isHostNetns, refuseHostNetns } from "./host_netns.ts";
 import { spawnInNetns, validateNetnsPath } from "./netns.ts";
+import { type Mac, parseMac } from "../spec/mac.ts";
 
 /** The pod interface the VM takes over, as read from the netns. */
 export interface PodInterface {
   /** Interface name in the netns (`eth0` under CNI). */
   name: string;
   /** Lower-case MAC (the guest NIC uses it: CNI plugins may filter on it). */
-  mac: string;
+  mac: Mac;
   mtu: number;
   /** Global addresses as CIDRs (IPv4 first). */
   addrs: string[];
@@ -40,7 +41,14 @@ export class TcRedirectError extends Error {
   }
 }
 
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+/** The interface's MAC as lib/spec/mac.ts parses it, or undefined. */
+function linkMac(text: string): Mac | undefined {
+  try {
+    return parseMac(text);
+  } catch {
+    return undefined;
+  }
+}
 const IFNAME_RE = /^[A-Za-z0-9_.@-]{1,15}$/;
 
 /** Runs `cmd args` inside `netns` to completion. */
@@ -106,8 +114,8 @@ export function parsePodInterface(
     | undefined;
   if (!link) throw new TcRedirectError(`netns ${where}: default route device ${def.dev} not found`);
   const name = String(link.ifname);
-  const mac = String(link.address ?? "").toLowerCase();
-  if (!IFNAME_RE.test(name) || link.link_type !== "ether" || !MAC_RE.test(mac)) {
+  const mac = linkMac(String(link.address ?? ""));
+  if (!IFNAME_RE.test(name) || link.link_type !== "ether" || mac === undefined) {
     throw new TcRedirectError(
       `netns ${where}: default route device ${JSON.stringify(name)} is not an Ethernet ` +
         `interface (link_type ${String(link.link_type)}); it cannot be handed to the VM`,

@@ -43,30 +43,45 @@ export async function planSandbox(spec: SandboxSpec): Promise<VmPlan> {
   await sweepDeadRuns(RUN_STATE_ROOT).catch(() => {});
   const stateDir = await createRunStateDir(RUN_STATE_ROOT, `${spec.id.slice(0, 24)}-`);
   try {
-    return planVm(spec, { backend, stateDir, accel: "auto" });
+    return planVm(spec, { backend, stateDir, accel: "auto", netnsSource: "config.json netns" });
   } catch (e) {
     await Deno.remove(stateDir, { recursive: true }).catch(() => {});
     throw e;
   }
 }
 
-/** Which networks the plan gives the VM and who provides them. */
-export function networkSummary(spec: SandboxSpec, plan: VmPlan): NetworkSummary {
+/** Which networks the plan gives the VM and who provides them (as the plan decided it). */
+export function networkSummary(_spec: SandboxSpec, plan: VmPlan): NetworkSummary {
   const netns = plan.netns !== undefined ? { netns: plan.netns } : {};
-  if (plan.network.kind === "tsi") {
-    return {
-      kind: "tsi",
-      nics: [],
-      provider: "libkrun TSI (guest sockets are host sockets)",
-      ...netns,
-    };
+  const net = plan.network;
+  switch (net.kind) {
+    case "tsi":
+      return {
+        kind: "tsi",
+        nics: [],
+        provider: "libkrun TSI (guest sockets are host sockets)",
+        ...netns,
+      };
+    case "passt":
+      return {
+        kind: "nics",
+        nics: [{ name: "eth0", mode: "unixstream", socket: net.socket }],
+        provider: "a private passt",
+        ...netns,
+      };
+    case "pod":
+      return {
+        kind: "nics",
+        nics: [{ name: "eth0", mode: "tap", socket: "" }],
+        provider: "the netns's interface, handed to the VM (tap + tc redirect)",
+        ...netns,
+      };
+    case "nics":
+      return {
+        kind: "nics",
+        nics: net.nics.map((n) => ({ name: n.name, mode: n.mode, socket: n.socket })),
+        provider: "explicit socket networks (io.containerd.nerdbox.network.N)",
+        ...netns,
+      };
   }
-  const nics = plan.network.nics.map((n) => ({ name: n.name, mode: n.mode, socket: n.socket }));
-  let provider = "explicit socket networks (io.containerd.nerdbox.network.N)";
-  if (spec.networks.length === 0) {
-    provider = plan.netns !== undefined && plan.backend === "qemu"
-      ? "the netns's interface, handed to the VM (tap + tc redirect)"
-      : "a private passt";
-  }
-  return { kind: "nics", nics, provider, ...netns };
 }

@@ -80,8 +80,10 @@ export function parseNetworkValue(value: string, annotation: string, index: numb
     }
   }
 
-  const socket = get("socket");
-  if (socket !== undefined) check("socket", socket, () => checkSocketPath(socket, mode));
+  const socketText = get("socket");
+  const socket = socketText === undefined
+    ? undefined
+    : check("socket", socketText, () => checkSocketPath(socketText, mode));
   const macText = get("mac");
   const mac = macText === undefined ? undefined : check("mac", macText, () => parseMac(macText));
   const dhcpText = get("dhcp");

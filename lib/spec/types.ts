@@ -1,8 +1,11 @@
 /**
  * The typed sandbox description. Everything a user can say (flags, annotations, OCI config.json,
  * CNI results) is parsed into these shapes at the edge (lib/spec/) and trusted everywhere else.
- * Plain data only: every value here is JSON-serialisable.
+ * Plain data only: every value here is JSON-serialisable. Checked values carry a brand (Mac,
+ * SocketPath) so that what was parsed once is not parsed again downstream.
  */
+import type { Mac } from "./mac.ts";
+import type { SocketPath } from "./socket_path.ts";
 
 /** Socket type a network provider serves. */
 export type NetMode = "unixgram" | "unixstream";
@@ -21,11 +24,11 @@ export interface Cidr {
 export interface NetworkSpec {
   /** N of the annotation (or the position of `--net`); networks are ordered by it. */
   index: number;
-  /** Absolute path of the provider's UNIX socket. */
-  socket: string;
+  /** Absolute path of the provider's UNIX socket (fits sun_path for its mode). */
+  socket: SocketPath;
   mode: NetMode;
   /** Lower-case `aa:bb:cc:dd:ee:ff`. */
-  mac: string;
+  mac: Mac;
   /** IPv4 address by DHCPv4. Never together with `addrs`. */
   dhcp: boolean;
   /** Static addresses, at most one per family. */
@@ -59,8 +62,8 @@ export interface ResourceSpec {
 export interface CtrNetworkSpec {
   index: number;
   /** MAC of the VM network this attaches to (must match a NetworkSpec). */
-  vmmac: string;
-  mac?: string;
+  vmmac: Mac;
+  mac?: Mac;
   addrs: Cidr[];
   /** Interface name; may contain `%d`. */
   ifname?: string;

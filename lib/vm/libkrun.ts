@@ -1,51 +1,23 @@
 /**
- * The libkrun backend: VmPlan → the exact list of libkrun calls, applying that list to a real
- * context (in `nerdbox run --dry-run` and in the `nerdbox vmm` child), and starting a VM in its own
- * `nerdbox vmm` child process (krun_start_enter ends the process that calls it) with a VmHandle
- * over the guest control channel.
+ * The libkrun backend: starts a VM in its own `nerdbox vmm` child process (krun_start_enter ends
+ * the process that calls it; the call list is lib/vm/libkrun_calls.ts, the request
+ * lib/vm/vmm_request.ts) and returns a VmHandle over the guest control channel; plus the raw-fd
+ * socket helpers the child needs.
  */
 import { earlyKillExit, endsBootingVm } from "./early_kill.ts";
-import {
-  KrunArgumentError,
-  KrunError,
-  type Libkrun,
-  NET_FLAG_INCLUDE_VNET_HEADER,
-  NET_FLAG_VFKIT,
-} from "../../ffi/libkrun.ts";
-import { CHANNEL_PORT_NAME, type ExecTarget } from "../guest_protocol.ts";
-import { SpecValidationError } from "../spec/types.ts";
+import type { ExecTarget } from "../guest_protocol.ts";
 import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
-import { kvmStatus, vnetHdrError } from "./plan.ts";
+import { kvmStatus } from "./plan.ts";
 import { locateLibkrun } from "./libkrun_locate.ts";
+import { spawnInNetns } from "../net/netns.ts";
 import type { ProcessSpec } from "../spec/types.ts";
 import type { VmExit, VmHandle, VmPlan, VmProcess, VmStdio } from "./types.ts";
+import { type GuestExec, ROOTFS_TAG } from "./libkrun_calls.ts";
+import { bootTimeoutOverride } from "./boot_timeout.ts";
+import { VMM_REQUEST_VERSION, type VmmRequest } from "./vmm_request.ts";
 
-/** A JSON-friendly argument of a libkrun call. */
-export type KrunArg = string | number | boolean | string[] | null;
-
-/** One libkrun call: the C function and its arguments in C order (ctx id first). */
-export interface KrunCall {
-  call: string;
-  args: KrunArg[];
-}
-
-/** A call with what libkrun returned (a number), or why it was not made (a string). */
-export interface KrunCallResult extends KrunCall {
-  result: number | string;
-}
-
-/** The virtio-fs tag the container rootfs is shared under (the guest mounts it by this tag). */
-export const ROOTFS_TAG = "rootfs";
-/** libkrun log level used when `--log-level` is not given (errors, captured for diagnosis). */
-export const DEFAULT_VMM_LOG_LEVEL = 1;
 /** How long the guest init may take to say HELLO after the VMM starts (ms). */
 export const BOOT_TIMEOUT_MS = 60_000;
-
-/** NERDBOX_BOOT_TIMEOUT_MS when set to a positive integer (both backends honour it). */
-export function bootTimeoutOverride(): number | undefined {
-  const v = Number(Deno.env.get("NERDBOX_BOOT_TIMEOUT_MS"));
-  return Number.isInteger(v) && v > 0 ? v : undefined;
-}
 
 function bootTimeoutMs(): number {
   return bootTimeoutOverride() ?? BOOT_TIMEOUT_MS;
@@ -53,178 +25,6 @@ function bootTimeoutMs(): number {
 
 /** Env var that makes `nerdbox vmm` stop right before krun_start_enter (benchmarks). */
 export const STOP_BEFORE_START_ENV = "NERDBOX_VMM_STOP_BEFORE_START";
-
-/** The guest program libkrun runs (`krun_set_exec`) from the guest image root. */
-export interface GuestExec {
-  /** Guest image root directory (`krun_set_root`). */
-  rootDir: string;
-  /** Program path inside the guest root. */
-  path: string;
-  /** Its arguments (no argv[0]). */
-  args: string[];
-  /** Its full environment, `K=V`. */
-  env: string[];
-}
-
-/** What the call list needs besides the plan. */
-export interface LibkrunSetup {
-  /** The context id the calls apply to. */
-  ctx: number;
-  guest: GuestExec;
-  /** Connected socket fd carrying the `nerdbox.ctl` console port. */
-  channelFd: number;
-  /** File the implicit console (guest kernel and init output) is written to. */
-  consoleLog: string;
-  /** Whether this libkrun accepts NET_FLAG_INCLUDE_VNET_HEADER (probed). */
-  vnetHdr: boolean;
-}
-
-/** The `krun_add_net_*` flags for a NIC. */
-export function netFlags(n: { vfkit: boolean; vnetHdr: boolean }): number {
-  return (n.vfkit ? NET_FLAG_VFKIT : 0) | (n.vnetHdr ? NET_FLAG_INCLUDE_VNET_HEADER : 0);
-}
-
-/**
- * The exact call sequence for a plan (after krun_create_ctx, before krun_start_enter). Throws
- * SpecValidationError for what this libkrun cannot do (vnet_hdr without support).
- */
-export function libkrunCalls(plan: VmPlan, s: LibkrunSetup): KrunCall[] {
-  const c = s.ctx;
-  const calls: KrunCall[] = [
-    { call: "krun_set_vm_config", args: [c, plan.cpus, plan.memoryMiB] },
-    { call: "krun_set_root", args: [c, s.guest.rootDir] },
-    { call: "krun_add_virtiofs", args: [c, ROOTFS_TAG, plan.rootfs] },
-  ];
-  if (plan.network.kind === "tsi") {
-    // Without a port map libkrun publishes every guest listener on the host: always set one
-    // (empty when nothing is published) unless every port was asked for (docs/libkrun.md).
-    if (!plan.network.publishAll) {
-      const ports = plan.network.ports.map((p) => `${p.hostPort}:${p.guestPort}`);
-      calls.push({ call: "krun_set_port_map", args: [c, ports] });
-    }
-  } else {
-    const refused = plan.network.nics.flatMap((n, i) =>
-      n.vnetHdr && !s.vnetHdr ? [vnetHdrError(i, n)] : []
-    );
-    if (refused.length > 0) throw new SpecValidationError(refused);
-    for (const n of plan.network.nics) {
-      const fn = n.mode === "unixstream" ? "krun_add_net_unixstream" : "krun_add_net_unixgram";
-      calls.push({ call: fn, args: [c, n.socket, -1, n.mac, n.features, netFlags(n)] });
-    }
-  }
-  calls.push(
-    { call: "krun_add_virtio_console_multiport", args: [c] },
-    {
-      call: "krun_add_console_port_inout",
-      args: [c, 0, CHANNEL_PORT_NAME, s.channelFd, s.channelFd],
-    },
-    { call: "krun_set_console_output", args: [c, s.consoleLog] },
-    { call: "krun_set_exec", args: [c, s.guest.path, s.guest.args, s.guest.env] },
-  );
-  return calls;
-}
-
-const num = (v: KrunArg) => v as number;
-const str = (v: KrunArg) => v as string;
-const strs = (v: KrunArg) => v as string[];
-
-/** Applies one call through the checked wrapper; returns libkrun's (non-negative) result. */
-export function applyCall(lib: Libkrun, k: KrunCall): number {
-  const a = k.args;
-  switch (k.call) {
-    case "krun_set_vm_config":
-      lib.setVmConfig(num(a[0]), num(a[1]), num(a[2]));
-      return 0;
-    case "krun_set_root":
-      lib.setRoot(num(a[0]), str(a[1]));
-      return 0;
-    case "krun_add_virtiofs":
-      lib.addVirtiofs(num(a[0]), str(a[1]), str(a[2]));
-      return 0;
-    case "krun_set_port_map":
-      lib.setPortMap(num(a[0]), strs(a[1]));
-      return 0;
-    case "krun_add_net_unixstream":
-    case "krun_add_net_unixgram": {
-      const net = { path: str(a[1]), mac: str(a[3]), features: num(a[4]), flags: num(a[5]) };
-      if (k.call === "krun_add_net_unixstream") lib.addNetUnixstream(num(a[0]), net);
-      else lib.addNetUnixgram(num(a[0]), net);
-      return 0;
-    }
-    case "krun_add_virtio_console_multiport": {
-      const id = lib.addVirtioConsoleMultiport(num(a[0]));
-      if (id !== 0) {
-        throw new Error(`krun_add_virtio_console_multiport returned console ${id}, expected 0`);
-      }
-      return id;
-    }
-    case "krun_add_console_port_inout":
-      lib.addConsolePortInout(num(a[0]), num(a[1]), str(a[2]), num(a[3]), num(a[4]));
-      return 0;
-    case "krun_set_console_output":
-      lib.setConsoleOutput(num(a[0]), str(a[1]));
-      return 0;
-    case "krun_set_exec":
-      lib.setExec(num(a[0]), str(a[1]), strs(a[2]), strs(a[3]));
-      return 0;
-    case "krun_set_workdir":
-      lib.setWorkdir(num(a[0]), str(a[1]));
-      return 0;
-    case "krun_add_vsock_port":
-      lib.addVsockPort(num(a[0]), num(a[1]), str(a[2]));
-      return 0;
-    default:
-      throw new Error(`applyCall: unknown call ${k.call}`);
-  }
-}
-
-/**
- * Applies calls in order and reports each result; stops at the first failure (later calls are
- * reported as not made). `error` is that failure.
- */
-export function applyCalls(lib: Libkrun, calls: KrunCall[]): {
-  results: KrunCallResult[];
-  error?: Error;
-} {
-  const results: KrunCallResult[] = [];
-  let error: Error | undefined;
-  for (const k of calls) {
-    if (error) {
-      results.push({ ...k, result: "not called: an earlier call failed" });
-      continue;
-    }
-    try {
-      results.push({ ...k, result: applyCall(lib, k) });
-    } catch (e) {
-      if (!(e instanceof KrunError || e instanceof KrunArgumentError)) throw e;
-      error = e;
-      results.push({ ...k, result: e instanceof KrunError ? -e.errno : `refused: ${e.message}` });
-    }
-  }
-  return error ? { results, error } : { results };
-}
-
-/**
- * Whether this libkrun accepts NET_FLAG_INCLUDE_VNET_HEADER: adds a NIC with the flag to a
- * throwaway context (nothing is opened at that point) and frees it. 1.16 answers EINVAL.
- */
-export function probeVnetHdr(lib: Libkrun): boolean {
-  const ctx = lib.createCtx();
-  try {
-    lib.addNetUnixstream(ctx, {
-      path: "/nonexistent/nerdbox-vnet-hdr-probe.sock",
-      mac: "02:00:00:00:00:01",
-      features: 0,
-      flags: NET_FLAG_INCLUDE_VNET_HEADER,
-    });
-    return true;
-  } catch (e) {
-    if (e instanceof KrunError && e.errno === 22) return false;
-    throw e;
-  } finally {
-    lib.freeCtx(ctx);
-  }
-}
 
 // ---- unix sockets as raw fds (libkrun takes fds; Deno does not expose them) ----
 
@@ -333,18 +133,6 @@ export async function ensureGuestExec(): Promise<GuestExec> {
 
 // ---- the vmm child ----
 
-/** What the parent hands `nerdbox vmm` (JSON). */
-export interface VmmRequest {
-  plan: VmPlan;
-  guest: GuestExec;
-  /** The parent's listening socket for the control channel. */
-  channelSocket: string;
-  /** Implicit console output file. */
-  consoleLog: string;
-  /** PID of the process that started the VMM (it dies with it). */
-  parentPid: number;
-}
-
 /** The file names inside plan.stateDir. */
 export function statePaths(stateDir: string) {
   return {
@@ -443,6 +231,7 @@ export async function startLibkrunVm(plan: VmPlan, stdio: VmStdio): Promise<VmHa
     const guest = await ensureGuestExec();
     listener = Deno.listen({ transport: "unix", path: paths.channel });
     const req: VmmRequest = {
+      version: VMM_REQUEST_VERSION,
       plan,
       guest,
       channelSocket: paths.channel,
@@ -460,8 +249,7 @@ export async function startLibkrunVm(plan: VmPlan, stdio: VmStdio): Promise<VmHa
     };
     // The VMM (and every socket libkrun opens, TSI included) lives in the sandbox's netns.
     if (plan.netns !== undefined) {
-      const { spawnInNetns, validateNetnsPath } = await import("../net/netns.ts");
-      child = spawnInNetns(validateNetnsPath(plan.netns, "--netns"), cmd, options);
+      child = spawnInNetns(plan.netns, cmd, options);
     } else {
       child = new Deno.Command(cmd, options).spawn();
     }

@@ -7,6 +7,7 @@
 import { NONET_CMDLINE_WORD, PROBE_CMDLINE_WORD, RUNTIME_DISK_SERIAL } from "./guest_image.ts";
 import { CHANNEL_PORT_NAME } from "../guest_protocol.ts";
 import { VIRTIOFS_MEMORY_BACKEND, virtiofsQemuArgs } from "./virtiofs.ts";
+import type { Mac } from "../spec/mac.ts";
 
 /** A resolved accelerator. */
 export type QemuAccel = "kvm" | "tcg";
@@ -20,7 +21,8 @@ export type QemuNetdev =
 
 /** One NIC, in guest order. */
 export interface QemuNic {
-  mac: string;
+  /** Parsed once (lib/spec/mac.ts): goes into the argv as is. */
+  mac: Mac;
   netdev: QemuNetdev;
 }
 
@@ -51,8 +53,6 @@ export interface QemuArgvInput {
 export const ROOTFS_DISK_SERIAL = "nerdbox-rootfs";
 /** Guest device of the rootfs disk (second virtio-blk device; the runtime disk is first). */
 export const ROOTFS_GUEST_DEVICE = "/dev/vdb";
-
-const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 /**
  * Escapes a value for a QEMU `-opt key=value,…` string: `,` doubles; control characters are
@@ -162,10 +162,6 @@ export function qemuArgv(input: QemuArgvInput): string[] {
     );
   }
   input.nics.forEach((nic, i) => {
-    const mac = nic.mac.toLowerCase();
-    if (!MAC_RE.test(mac)) {
-      throw new Error(`network ${i}: mac ${JSON.stringify(nic.mac)}: expected aa:bb:cc:dd:ee:ff`);
-    }
     const id = `n${i}`;
     const nd = nic.netdev;
     if (nd.kind === "tap" && !/^[A-Za-z0-9_.-]{1,15}$/.test(nd.ifname)) {
@@ -180,7 +176,7 @@ export function qemuArgv(input: QemuArgvInput): string[] {
       : `dgram,id=${id},local.type=unix,local.path=${
         esc(nd.localPath, `network ${i}: local socket`)
       },remote.type=unix,remote.path=${esc(nd.remotePath, `network ${i}: socket`)}`;
-    args.push("-netdev", netdev, "-device", `virtio-net-device,netdev=${id},mac=${mac}`);
+    args.push("-netdev", netdev, "-device", `virtio-net-device,netdev=${id},mac=${nic.mac}`);
   });
   return args;
 }

@@ -7,6 +7,7 @@ import type { GuestRootfs } from "../guest_protocol.ts";
 import { makeRootfsImage } from "./rootfs_image.ts";
 import { ROOTFS_GUEST_DEVICE } from "./qemu_argv.ts";
 import { startVirtiofsd, virtiofsAvailable, type VirtiofsShare } from "./virtiofs.ts";
+import { fitsSunPath, SUN_PATH_MAX } from "../spec/socket_path.ts";
 
 /** The virtio-fs tag of the container rootfs (the same as libkrun's). */
 export const QEMU_ROOTFS_TAG = "rootfs";
@@ -22,9 +23,6 @@ export interface QemuRootfs {
   fallbackReason?: string;
 }
 
-/** Longest UNIX socket path (108 bytes with the NUL). */
-const SUN_PATH_MAX = 107;
-
 /**
  * Why the rootfs cannot be shared (undefined when it can): `NERDBOX_QEMU_ROOTFS=ext4` asks for
  * the copy; not root or no virtiofsd; a path virtiofsd's option list cannot carry (a comma); a
@@ -35,7 +33,7 @@ export function shareBlocker(rootfs: string, socket: string): string | undefined
   const why = virtiofsAvailable();
   if (why) return why;
   if (rootfs.includes(",")) return `the rootfs path ${JSON.stringify(rootfs)} has a comma`;
-  if (new TextEncoder().encode(socket).length > SUN_PATH_MAX) {
+  if (!fitsSunPath(socket)) {
     return `the socket path ${socket} is longer than ${SUN_PATH_MAX} bytes`;
   }
   return undefined;

@@ -3,6 +3,9 @@
  * SandboxSpec; each backend (libkrun.ts, qemu.ts) runs a VmPlan and returns a VmHandle.
  */
 import type { DnsSpec, NetMode, PortSpec, ProcessSpec } from "../spec/types.ts";
+import type { Mac } from "../spec/mac.ts";
+import type { SocketPath } from "../spec/socket_path.ts";
+import type { NetnsPath } from "../spec/netns_path.ts";
 import type { ExecTarget } from "../guest_protocol.ts";
 
 /** A concrete backend (after `auto` is resolved). */
@@ -15,9 +18,9 @@ export type Accel = "auto" | "kvm" | "tcg";
 export interface NicPlan {
   /** Guest interface name the NIC is expected to get (`eth0`, `eth1`, …). */
   name: string;
-  socket: string;
+  socket: SocketPath;
   mode: NetMode;
-  mac: string;
+  mac: Mac;
   features: number;
   vfkit: boolean;
   vnetHdr: boolean;
@@ -28,9 +31,14 @@ export interface NicPlan {
   defaultRoute: boolean;
   /** IPv4 gateway for the default route when static (first host address of the subnet). */
   gateway4?: string;
+  /** QEMU, unixgram: the socket QEMU binds in the state dir (the provider sends to it). */
+  localSocket?: SocketPath;
 }
 
-/** How the VM reaches the network. */
+/**
+ * How the VM reaches the network, as lib/vm/plan_network.ts decided it: libkrun's TSI, QEMU's
+ * private passt or the pod interface (nothing attached), or NICs on provider sockets.
+ */
 export type NetworkPlan =
   | {
     kind: "tsi";
@@ -38,6 +46,18 @@ export type NetworkPlan =
     /** Every guest listener is published 1:1 (no port map); absent = only `ports`. */
     publishAll?: boolean;
   }
+  | {
+    /** QEMU: a private passt (one NIC, DHCP) forwarding `ports`. */
+    kind: "passt";
+    mac: Mac;
+    ports: PortSpec[];
+    /** passt's socket in the state dir. */
+    socket: SocketPath;
+    /** passt without its DHCP server (tests the guest's DHCP timeout). */
+    noDhcp?: boolean;
+  }
+  /** QEMU in a prepared netns: the VM takes over the pod interface (tap + tc redirect). */
+  | { kind: "pod" }
   | { kind: "nics"; nics: NicPlan[] };
 
 /** Everything a backend needs to boot one VM and run its workload. */
@@ -52,8 +72,8 @@ export interface VmPlan {
   hostname: string;
   network: NetworkPlan;
   dns?: DnsSpec;
-  /** Network namespace the VMM (and its providers) must run in. */
-  netns?: string;
+  /** Network namespace the VMM (and its providers) must run in (checked once, by the plan). */
+  netns?: NetnsPath;
   /** Host directory for this VM's sockets, logs and scratch files; removed at the end. */
   stateDir: string;
   /** QEMU accelerator (`--accel`); libkrun ignores it. */

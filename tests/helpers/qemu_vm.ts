@@ -3,6 +3,7 @@
  * see: the workload's stdout/stderr, the guest's network report and init log, the exit.
  */
 import { startQemuVm } from "../../lib/vm/qemu.ts";
+import { validateNetnsPath } from "../../lib/net/netns.ts";
 import type { NetworkPlan, VmExit, VmHandle, VmPlan } from "../../lib/vm/types.ts";
 import type { GuestNetworkReport } from "../../lib/guest_protocol.ts";
 
@@ -56,7 +57,7 @@ export async function bootVm(o: BootOptions): Promise<TestVm> {
     network: o.network,
     stateDir,
     accel: "tcg",
-    ...(o.netns ? { netns: o.netns } : {}),
+    ...(o.netns ? { netns: validateNetnsPath(o.netns, "test netns") } : {}),
     ...(o.oci ? { oci: o.oci } : {}),
   };
   let out = "";

@@ -1,17 +1,14 @@
 /**
- * lib/vm/libkrun.ts against the real libkrun: a plan's call list applied to a real context, and a
+ * lib/vm/libkrun_calls.ts against the real libkrun: a plan's call list applied to a real context, and a
  * bad combination (a port map after a NIC) caught by libkrun and reported per call.
  */
 import assert from "node:assert/strict";
 import { KrunError } from "../../ffi/libkrun.ts";
 import { loadLibkrun } from "../../lib/vm/libkrun_locate.ts";
-import {
-  applyCalls,
-  closeFd,
-  type KrunCall,
-  libkrunCalls,
-  unixSocketPair,
-} from "../../lib/vm/libkrun.ts";
+import { closeFd, unixSocketPair } from "../../lib/vm/libkrun.ts";
+import { applyCalls, type KrunCall, libkrunCalls } from "../../lib/vm/libkrun_calls.ts";
+import { parseMac } from "../../lib/spec/mac.ts";
+import { checkSocketPath } from "../../lib/spec/socket_path.ts";
 import type { VmPlan } from "../../lib/vm/types.ts";
 
 const GUEST = {
@@ -45,9 +42,9 @@ Deno.test("a plan's calls apply to a real context; the channel fd is a real sock
         kind: "nics",
         nics: [{
           name: "eth0",
-          socket: "/nonexistent/nb-apply/a.sock",
+          socket: checkSocketPath("/nonexistent/nb-apply/a.sock", "unixstream"),
           mode: "unixstream",
-          mac: "02:00:00:00:00:0a",
+          mac: parseMac("02:00:00:00:00:0a"),
           features: 0x4C83,
           vfkit: false,
           vnetHdr: false,
@@ -89,7 +86,14 @@ Deno.test("a port map after a NIC is caught by libkrun; later calls are not made
     const calls: KrunCall[] = [
       {
         call: "krun_add_net_unixstream",
-        args: [ctx, "/nonexistent/x.sock", -1, "02:00:00:00:00:0b", 0, 0],
+        args: [
+          ctx,
+          checkSocketPath("/nonexistent/x.sock", "unixstream"),
+          -1,
+          parseMac("02:00:00:00:00:0b"),
+          0,
+          0,
+        ],
       },
       { call: "krun_set_port_map", args: [ctx, ["8080:80"]] },
       { call: "krun_set_vm_config", args: [ctx, 1, 256] },
@@ -112,9 +116,9 @@ Deno.test("vnet_hdr without support is refused while building the call list", ()
           kind: "nics",
           nics: [{
             name: "eth0",
-            socket: "/x.sock",
+            socket: checkSocketPath("/x.sock", "unixstream"),
             mode: "unixstream",
-            mac: "02:00:00:00:00:0c",
+            mac: parseMac("02:00:00:00:00:0c"),
             features: 0,
             vfkit: false,
             vnetHdr: true,

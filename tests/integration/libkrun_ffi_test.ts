@@ -19,10 +19,11 @@ import {
   locateLibkrun,
   searchPaths,
 } from "../../lib/vm/libkrun_locate.ts";
-import { probeVnetHdr } from "../../lib/vm/libkrun.ts";
+import { probeVnetHdr } from "../../lib/vm/libkrun_calls.ts";
+import { macBytes, parseMac } from "../../lib/spec/mac.ts";
 import { runLibkrunSnippet } from "../helpers/libkrun_subprocess.ts";
 
-const MAC = "5a:94:ef:e4:0c:ee";
+const MAC = macBytes(parseMac("5a:94:ef:e4:0c:ee"));
 const noEnv = (name: string) => (name === "NERDBOX_LIBKRUN" ? undefined : Deno.env.get(name));
 
 function lib(): Libkrun {
@@ -215,7 +216,7 @@ Deno.test("NICs: unixstream/unixgram path or fd, flags, features, MAC checks", (
     l.addNetUnixstream(ctx, { path: "/nonexistent/nb.sock", mac: MAC, features: 0, flags: 0 });
     l.addNetUnixstream(ctx, {
       fd: 9,
-      mac: "02:00:00:00:00:02",
+      mac: macBytes(parseMac("02:00:00:00:00:02")),
       features: NET_ALL_FEATURES,
       flags: 0,
     });
@@ -238,9 +239,15 @@ Deno.test("NICs: unixstream/unixgram path or fd, flags, features, MAC checks", (
       () => l.addNetUnixstream(ctx, { ...n, features: 1 << 2, flags: 0 }),
       krunError("krun_add_net_unixstream", 22, /features=4/),
     );
-    // Refused before libkrun: it would read 6 bytes from a shorter buffer, or get NULL.
+    // Refused before libkrun: it would read 6 bytes from a shorter buffer, or get NULL; text is
+    // parsed once, in lib/spec/mac.ts, never here.
     assert.throws(
-      () => l.addNetUnixstream(ctx, { ...n, mac: "5a:94", flags: 0 }),
+      () =>
+        l.addNetUnixstream(ctx, {
+          ...n,
+          mac: "5a:94:ef:e4:0c:ee" as unknown as Uint8Array,
+          flags: 0,
+        }),
       refused("krun_add_net_unixstream", "c_mac"),
     );
     assert.throws(

@@ -3,10 +3,15 @@
  * runtime disk, Deno), accelerator resolution on this machine, and bad input failing clearly
  * before any VM starts, leaving nothing behind.
  */
-import { equal, match, ok, rejects } from "node:assert/strict";
+import { equal, match, ok, rejects, throws } from "node:assert/strict";
 import { ensureGuestImage } from "../../lib/vm/guest_image.ts";
 import { probeBoot, resolveAccel, startQemuVm } from "../../lib/vm/qemu.ts";
 import type { VmPlan } from "../../lib/vm/types.ts";
+import { planVm } from "../../lib/vm/plan.ts";
+import { buildSandboxSpec } from "../../lib/spec/sandbox.ts";
+import { parseMac } from "../../lib/spec/mac.ts";
+import { checkSocketPath } from "../../lib/spec/socket_path.ts";
+import { validateNetnsPath } from "../../lib/net/netns.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { makeTestNetns } from "../helpers/netns.ts";
 
@@ -86,9 +91,9 @@ Deno.test("bad networks fail before boot with the field named; nothing is left b
   try {
     const nic = {
       name: "eth0",
-      socket: "/run/nbxq-no-such-provider.sock",
+      socket: checkSocketPath("/run/nbxq-no-such-provider.sock", "unixstream"),
       mode: "unixstream" as const,
-      mac: "52:54:00:00:00:01",
+      mac: parseMac("52:54:00:00:00:01"),
       features: 0,
       vfkit: false,
       vnetHdr: false,
@@ -102,23 +107,35 @@ Deno.test("bad networks fail before boot with the field named; nothing is left b
       /network 0: socket "\/run\/nbxq-no-such-provider\.sock": does not exist; start the provider first/,
     );
     ok(await gone(s1), "state dir removed");
+    // What QEMU cannot carry, and a netns that is not one, are refused by the plan (nothing
+    // built, nothing started).
     const s2 = `/run/nbxq-bad-${crypto.randomUUID().slice(0, 8)}`;
-    await rejects(
-      startQemuVm(
-        plan(rootfs, s2, { kind: "nics", nics: [{ ...nic, vnetHdr: true }] }),
-        nullStdio(),
-      ),
-      /network 0: vnet_hdr=true/,
+    const sandbox = (netns?: string) =>
+      buildSandboxSpec({
+        id: "nbxq-bad",
+        rootfs,
+        process: { args: ["/bin/true"], env: [], cwd: "/", uid: 0, gid: 0, terminal: false },
+        ...(netns ? { netns } : {}),
+        netFlags: netns
+          ? []
+          : [`socket=${nic.socket},mode=unixstream,mac=${nic.mac},vnet_hdr=true`],
+        publish: [],
+      }).spec;
+    throws(
+      () => planVm(sandbox(), { backend: "qemu", stateDir: s2 }),
+      /vnet_hdr="true": QEMU's stream\/dgram netdevs carry plain Ethernet frames/,
     );
     ok(await gone(s2));
     const s4 = `/run/nbxq-bad-${crypto.randomUUID().slice(0, 8)}`;
     await Deno.mkdir(s4);
     await Deno.writeTextFile(`${s4}/ns`, "x");
-    await rejects(
-      startQemuVm(
-        { ...plan(rootfs, `${s4}/state`, { kind: "tsi", ports: [] }), netns: `${s4}/ns` },
-        nullStdio(),
-      ),
+    throws(
+      () =>
+        planVm(sandbox(`${s4}/ns`), {
+          backend: "qemu",
+          stateDir: `${s4}/state`,
+          netnsSource: "--netns",
+        }),
       /--netns ".*\/ns": is not a namespace file/,
     );
     ok(await gone(`${s4}/state`));
@@ -133,14 +150,20 @@ Deno.test("bad networks fail before boot with the field named; nothing is left b
     // (with a port translation, which keeps passt) passt cannot serve either; both said clearly.
     const s3 = `/run/nbxq-bad-${crypto.randomUUID().slice(0, 8)}`;
     await rejects(
-      startQemuVm({ ...plan(rootfs, s3, { kind: "tsi", ports: [] }), netns: ns.path }, nullStdio()),
+      startQemuVm(
+        { ...plan(rootfs, s3, { kind: "tsi", ports: [] }), netns: validateNetnsPath(ns.path) },
+        nullStdio(),
+      ),
       /netns .* has no IPv4 default route via a gateway: the VM takes over the interface/,
     );
     ok(await gone(s3));
     const translated = [{ hostPort: 18081, guestPort: 80, protocol: "tcp" as const }];
     await rejects(
       startQemuVm(
-        { ...plan(rootfs, s3, { kind: "tsi", ports: translated }), netns: ns.path },
+        {
+          ...plan(rootfs, s3, { kind: "tsi", ports: translated }),
+          netns: validateNetnsPath(ns.path),
+        },
         nullStdio(),
       ),
       /passt needs an interface with a default route in netns/,

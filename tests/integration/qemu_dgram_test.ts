@@ -9,15 +9,17 @@ import { equal, match, ok } from "node:assert/strict";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { bootVm } from "../helpers/qemu_vm.ts";
 import type { NicPlan } from "../../lib/vm/types.ts";
+import { parseMac } from "../../lib/spec/mac.ts";
+import { checkSocketPath } from "../../lib/spec/socket_path.ts";
 import { startDgramPeer } from "../helpers/qemu_dgram_peer.ts";
 import { UnixDgram } from "../../ffi/unix_dgram.ts";
 
 function gramNic(socket: string, mac: string, addr: string): NicPlan {
   return {
     name: "eth0",
-    socket,
+    socket: checkSocketPath(socket, "unixgram"),
     mode: "unixgram",
-    mac,
+    mac: parseMac(mac),
     features: 0,
     vfkit: false,
     vnetHdr: false,

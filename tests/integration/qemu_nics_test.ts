@@ -9,6 +9,8 @@ import { makeTestNetns } from "../helpers/netns.ts";
 import { bootVm, lineWatcher } from "../helpers/qemu_vm.ts";
 import { startPasst } from "../../lib/net/passt.ts";
 import type { NicPlan } from "../../lib/vm/types.ts";
+import { parseMac } from "../../lib/spec/mac.ts";
+import { checkSocketPath } from "../../lib/spec/socket_path.ts";
 
 const HTTP_PEER = new URL("../helpers/qemu_http_peer.ts", import.meta.url).pathname;
 const GV_PEER = new URL("../helpers/qemu_gvproxy_peer.ts", import.meta.url).pathname;
@@ -55,15 +57,15 @@ Deno.test("gvproxy DHCP on eth0 (default route) + passt static on eth1 (no defau
         nics: [
           nic({
             name: "eth0",
-            socket: `${dir}/gv.sock`,
-            mac: gvMac,
+            socket: checkSocketPath(`${dir}/gv.sock`, "unixstream"),
+            mac: parseMac(gvMac),
             dhcp: true,
             defaultRoute: true,
           }),
           nic({
             name: "eth1",
-            socket: passt.socket,
-            mac: "52:54:00:aa:bb:02",
+            socket: checkSocketPath(passt.socket, "unixstream"),
+            mac: parseMac("52:54:00:aa:bb:02"),
             addrs: ["10.77.0.2/24"],
           }),
         ],

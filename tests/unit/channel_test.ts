@@ -15,6 +15,8 @@ import {
 } from "../../lib/guest_protocol.ts";
 import { buildGuestConfig, GuestChannel, guestErrorExit } from "../../lib/vm/channel.ts";
 import type { VmPlan } from "../../lib/vm/types.ts";
+import { parseMac } from "../../lib/spec/mac.ts";
+import { checkSocketPath } from "../../lib/spec/socket_path.ts";
 
 const PLAN: VmPlan = {
   id: "chan",
@@ -35,9 +37,9 @@ const PLAN: VmPlan = {
     kind: "nics",
     nics: [{
       name: "eth0",
-      socket: "/run/x.sock",
+      socket: checkSocketPath("/run/x.sock", "unixstream"),
       mode: "unixstream",
-      mac: "02:00:00:00:00:01",
+      mac: parseMac("02:00:00:00:00:01"),
       features: 0,
       vfkit: false,
       vnetHdr: false,

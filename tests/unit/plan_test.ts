@@ -105,10 +105,12 @@ Deno.test("TSI cannot express a host address or UDP: refused under libkrun namin
     /^--publish\|"127\.0\.0\.1:8080:80\/tcp": libkrun's TSI port map has no host address/,
   );
   assert.match(errs[1], /^--publish\|"5353:53\/udp": libkrun's TSI port map forwards TCP only/);
-  // QEMU (passt) can: same ports are accepted there.
+  // QEMU (passt) can: same ports are accepted there, on a private passt with a generated MAC.
   const p = plan("qemu", { publish: ["127.0.0.1:8080:80", "5353:53/udp"] });
-  assert.ok(p.network.kind === "tsi");
+  assert.ok(p.network.kind === "passt");
   assert.equal(p.network.ports[0].hostIp, "127.0.0.1");
+  assert.match(p.network.mac, /^52:54:00(:[0-9a-f]{2}){3}$/);
+  assert.equal(p.network.socket, "/run/nerdbox/plan-test/passt/passt.sock");
 });
 
 Deno.test("the same guest port twice is refused under libkrun (its port map rejects it)", () => {
@@ -134,7 +136,7 @@ Deno.test("accel, libkrun options and netns are carried into the plan", () => {
     id: "plan-test",
     rootfs: "/srv/rootfs",
     process: { args: ["/bin/true"], env: [], cwd: "/", uid: 0, gid: 0, terminal: false },
-    netns: "/run/netns/nb-plan",
+    netns: `/proc/${Deno.pid}/ns/net`,
   }).spec;
   const p = planVm(s, {
     backend: "qemu",
@@ -143,9 +145,35 @@ Deno.test("accel, libkrun options and netns are carried into the plan", () => {
     libkrun: { path: "/opt/libkrun.so.1", logLevel: 4 },
   });
   assert.equal(p.accel, "tcg");
-  assert.equal(p.netns, "/run/netns/nb-plan");
+  assert.equal(p.netns, `/proc/${Deno.pid}/ns/net`);
+  // This process's own netns is the host's: never taken over, a private passt instead.
+  assert.equal(p.network.kind, "passt");
   assert.deepEqual(p.libkrun, { path: "/opt/libkrun.so.1", logLevel: 4 });
   assert.deepEqual(JSON.parse(JSON.stringify(p)), p, "the plan is plain JSON");
+});
+
+Deno.test("the netns is checked once, by the plan, naming where it came from", () => {
+  const s = buildSandboxSpec({
+    id: "plan-test",
+    rootfs: "/srv/rootfs",
+    process: { args: ["/bin/true"], env: [], cwd: "/", uid: 0, gid: 0, terminal: false },
+    netns: "/run/netns/nb-plan-no-such-netns",
+  }).spec;
+  assert.throws(
+    () => planVm(s, { backend: "libkrun", stateDir: "/x", netnsSource: "--netns" }),
+    /^NetnsError: --netns "\/run\/netns\/nb-plan-no-such-netns": /,
+  );
+});
+
+Deno.test("QEMU refuses vnet_hdr in the plan; unixgram NICs get their local socket there", () => {
+  const errs = planErrors("qemu", { netFlags: [`${NET0},vnet_hdr=true`] });
+  assert.equal(errs.length, 1);
+  assert.match(errs[0], /^io\.containerd\.nerdbox\.network\.0 \/ --net #0\|QEMU's stream\/dgram/);
+  const p = plan("qemu", { netFlags: [NET0, NET1] });
+  assert.ok(p.network.kind === "nics");
+  assert.equal(p.network.nics[0].localSocket, undefined);
+  assert.equal(p.network.nics[1].localSocket, "/run/nerdbox/plan-test/n1.sock");
+  assert.equal(p.network.nics[0].mac, "5a:94:ef:e4:0c:ee");
 });
 
 Deno.test("firstHostAddress", () => {

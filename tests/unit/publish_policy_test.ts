@@ -9,7 +9,7 @@ import { parseAnnotations } from "../../lib/spec/annotations.ts";
 import { buildSandboxSpec } from "../../lib/spec/sandbox.ts";
 import { SpecValidationError } from "../../lib/spec/types.ts";
 import { planVm } from "../../lib/vm/plan.ts";
-import { libkrunCalls } from "../../lib/vm/libkrun.ts";
+import { libkrunCalls } from "../../lib/vm/libkrun_calls.ts";
 import type { Backend } from "../../lib/vm/types.ts";
 import { inspectAnnotations } from "../../lib/cli/inspect.ts";
 
@@ -80,9 +80,10 @@ Deno.test("TSI under libkrun: no -p means an empty port map (nothing published)"
 });
 
 Deno.test("in a joined (pod) netns every guest listener is published unless the user says", () => {
-  assert.deepEqual(portMapCalls({}, [], "/run/netns/pod"), []);
-  assert.deepEqual(portMapCalls({ [KEY]: "none" }, [], "/run/netns/pod"), [[]]);
-  assert.deepEqual(portMapCalls({}, ["8000:8000"], "/run/netns/pod"), [["8000:8000"]]);
+  const pod = `/proc/${Deno.pid}/ns/net`; // a real netns: the plan checks it
+  assert.deepEqual(portMapCalls({}, [], pod), []);
+  assert.deepEqual(portMapCalls({ [KEY]: "none" }, [], pod), [[]]);
+  assert.deepEqual(portMapCalls({}, ["8000:8000"], pod), [["8000:8000"]]);
 });
 
 Deno.test("publish list and -p are merged; all means no port map (libkrun's every-port default)", () => {

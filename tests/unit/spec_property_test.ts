@@ -10,6 +10,8 @@ import {
 } from "../../lib/spec/features.ts";
 import { formatIp, isMulticast, isUnspecified } from "../../lib/spec/ip.ts";
 import type { Cidr, NetMode, NetworkSpec } from "../../lib/spec/types.ts";
+import { parseMac } from "../../lib/spec/mac.ts";
+import { checkSocketPath } from "../../lib/spec/socket_path.ts";
 
 const utf8Length = (s: string) => new TextEncoder().encode(s).length;
 
@@ -68,9 +70,9 @@ const networkSpec = fc.constantFrom<NetMode>("unixgram", "unixstream").chain((mo
     if (r.v6first) addrs.reverse();
     return {
       index: r.index,
-      socket: r.socket,
+      socket: checkSocketPath(r.socket, mode),
       mode,
-      mac: r.mac,
+      mac: parseMac(r.mac),
       dhcp: r.dhcp,
       addrs,
       features: r.features,

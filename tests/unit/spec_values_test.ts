@@ -24,6 +24,7 @@ import {
 import { parseBackend } from "../../lib/spec/backend.ts";
 import { SpecValidationError } from "../../lib/spec/types.ts";
 import { libkrunNetCall } from "../../lib/spec/libkrun_net.ts";
+import { checkSocketPath } from "../../lib/spec/socket_path.ts";
 import { FieldError } from "../../lib/spec/field_error.ts";
 
 /** Asserts fn throws a SpecValidationError whose only error is `expected`. */
@@ -223,8 +224,8 @@ Deno.test("backend names", () => {
 Deno.test("the libkrun call a network becomes", () => {
   const base = {
     index: 0,
-    socket: "/tmp/gv.sock",
-    mac: "02:00:00:00:00:01",
+    socket: checkSocketPath("/tmp/gv.sock", "unixgram"),
+    mac: parseMac("02:00:00:00:00:01"),
     dhcp: false,
     addrs: [],
     featureNames: [],

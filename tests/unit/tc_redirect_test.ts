@@ -5,7 +5,9 @@
  */
 import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
 import { parsePodInterface, TcRedirectError } from "../../lib/net/tc_redirect.ts";
-import { podDns, podMode, qemuArgv } from "../../lib/vm/qemu.ts";
+import { podDns, qemuArgv } from "../../lib/vm/qemu.ts";
+import { podMode } from "../../lib/vm/plan_network.ts";
+import { parseMac } from "../../lib/spec/mac.ts";
 
 const link = (over: Record<string, unknown> = {}) => ({
   ifindex: 2,
@@ -87,7 +89,7 @@ Deno.test("qemu argv: a tap netdev opened by name, no scripts; a bad name is ref
   };
   const argv = qemuArgv({
     ...base,
-    nics: [{ mac: "6e:18:2d:d7:e8:f8", netdev: { kind: "tap", ifname: "nbxt0a1b2c3d" } }],
+    nics: [{ mac: parseMac("6e:18:2d:d7:e8:f8"), netdev: { kind: "tap", ifname: "nbxt0a1b2c3d" } }],
   });
   ok(argv.includes("tap,id=n0,ifname=nbxt0a1b2c3d,script=no,downscript=no"), argv.join(" "));
   ok(argv.includes("virtio-net-device,netdev=n0,mac=6e:18:2d:d7:e8:f8"));
@@ -95,7 +97,10 @@ Deno.test("qemu argv: a tap netdev opened by name, no scripts; a bad name is ref
     () =>
       qemuArgv({
         ...base,
-        nics: [{ mac: "6e:18:2d:d7:e8:f8", netdev: { kind: "tap", ifname: "a,script=/x" } }],
+        nics: [{
+          mac: parseMac("6e:18:2d:d7:e8:f8"),
+          netdev: { kind: "tap", ifname: "a,script=/x" },
+        }],
       }),
     /network 0: tap "a,script=\/x": expected an interface name/,
   );
