@@ -9,6 +9,7 @@ import { SpecValidationError } from "../spec/types.ts";
 import type { BackendChoice } from "../spec/types.ts";
 import type { Accel, Backend, NetworkPlan, NicPlan, VmPlan } from "./types.ts";
 import { loadLibkrun } from "./libkrun_locate.ts";
+import { planCtrNetworks } from "./plan_ctr_network.ts";
 
 /** Options of planVm. */
 export interface PlanOptions {
@@ -151,6 +152,7 @@ export function planVm(spec: SandboxSpec, opts: PlanOptions): VmPlan {
     }
     network = { kind: "nics", nics: spec.networks.map(nicPlan) };
   }
+  const ctrNetworks = planCtrNetworks(spec.ctrNetworks, network, errors);
   if (errors.length > 0) throw new SpecValidationError(errors);
   return {
     id: spec.id,
@@ -161,6 +163,7 @@ export function planVm(spec: SandboxSpec, opts: PlanOptions): VmPlan {
     process: structuredClone(spec.process),
     hostname: spec.hostname,
     network,
+    ...(ctrNetworks.length > 0 ? { ctrNetworks } : {}),
     ...(spec.dns ? { dns: structuredClone(spec.dns) } : {}),
     ...(spec.netns !== undefined ? { netns: spec.netns } : {}),
     stateDir: opts.stateDir,

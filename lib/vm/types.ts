@@ -4,6 +4,7 @@
  */
 import type { DnsSpec, NetMode, PortSpec, ProcessSpec } from "../spec/types.ts";
 import type { ExecTarget } from "../guest_protocol.ts";
+import type { CtrNicPlan } from "./plan_ctr_network.ts";
 
 /** A concrete backend (after `auto` is resolved). */
 export type Backend = "libkrun" | "qemu";
@@ -51,6 +52,8 @@ export interface VmPlan {
   process: ProcessSpec;
   hostname: string;
   network: NetworkPlan;
+  /** Container interfaces on the NICs (`ctr.network.N`; lib/vm/plan_ctr_network.ts). */
+  ctrNetworks?: CtrNicPlan[];
   dns?: DnsSpec;
   /** Network namespace the VMM (and its providers) must run in. */
   netns?: string;
