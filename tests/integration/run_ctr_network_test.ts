@@ -76,7 +76,7 @@ async function runParts(bundle: string, id: string): Promise<(name: string) => s
   const r = await nerdbox(["run", "--name", id, "--backend", "qemu", "--bundle", bundle]);
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
   return (name: string) =>
-    r.stdout.split(`== ${name}\n`)[1]?.split("\n== ")[0] ?? assert.fail(r.stdout);
+    r.stdout.split(`== ${name}\n`)[1]?.split(/(?<=\n)== /)[0] ?? assert.fail(r.stdout);
 }
 
 const SCRIPT = [
