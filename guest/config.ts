@@ -6,7 +6,7 @@ import {
   type GuestProcess,
   type GuestRootfs,
 } from "../lib/guest_protocol.ts";
-import { parseCidr, parseIPv4, parseMac } from "./ip.ts";
+import { parseCidr, parseIPv4, parseIPv6, parseMac } from "./ip.ts";
 
 /** A bad GuestConfig (GuestErrorKind "config"). */
 export class ConfigError extends Error {
@@ -121,7 +121,42 @@ function network(v: unknown, i: number): GuestNetwork {
     out.gateway4 = gw;
   }
   if (v.mtu !== undefined) out.mtu = int(v, "mtu", p, 68, 65535);
+  if (v.ifname !== undefined) {
+    const name = str(v, "ifname", p);
+    if (!validIfname(name)) {
+      throw new ConfigError(`${p}ifname`, name, "an interface name (1-15 bytes, one %d at most)");
+    }
+    out.ifname = name;
+  }
+  if (v.setMac !== undefined) {
+    const m = str(v, "setMac", p).toLowerCase();
+    try {
+      parseMac(m);
+    } catch {
+      throw new ConfigError(`${p}setMac`, v.setMac, "a MAC aa:bb:cc:dd:ee:ff");
+    }
+    out.setMac = m;
+  }
+  if (v.gateway6 !== undefined) {
+    const gw = str(v, "gateway6", p);
+    try {
+      parseIPv6(gw);
+    } catch {
+      throw new ConfigError(`${p}gateway6`, gw, "an IPv6 address");
+    }
+    out.gateway6 = gw;
+  }
   return out;
+}
+
+/** An interface name as the kernel's dev_valid_name takes it, `%` only as one `%d`. */
+function validIfname(name: string): boolean {
+  const bytes = new TextEncoder().encode(name).length;
+  // deno-lint-ignore no-control-regex
+  if (bytes < 1 || bytes > 15 || /[/:\s\u0000-\u001f\u007f]/.test(name)) return false;
+  if (name === "." || name === "..") return false;
+  const percents = name.split("%").length - 1;
+  return percents === 0 || (percents === 1 && name.includes("%d"));
 }
 
 /** Parses the CONFIG payload text. */
@@ -156,6 +191,7 @@ export function parseConfig(text: string): GuestConfig {
       search: strs(v.dns, "search", "dns."),
       options: strs(v.dns, "options", "dns."),
     };
+    if (v.dns.domain !== undefined) cfg.dns.domain = str(v.dns, "domain", "dns.");
   }
   if (v.oci !== undefined) {
     if (!isObj(v.oci) || !isObj(v.oci.process)) {

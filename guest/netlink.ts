@@ -1,6 +1,7 @@
 /**
  * rtnetlink: message codec (pure, byte-exact) and a small NETLINK_ROUTE socket with the ops the
- * guest needs: list links, set link up/MTU, add addresses, add the default route, list addresses.
+ * guest needs: list links, set link up/MTU, down, rename, set its MAC, add addresses, add the
+ * default route, list addresses.
  */
 import * as c from "./libc.ts";
 import { type Cidr, formatIp, formatMac } from "./ip.ts";
@@ -182,6 +183,25 @@ export function linkUpMsg(seq: number, index: number, mtu?: number): Uint8Array<
     ifinfomsg(index, IFF_UP, IFF_UP),
     attrs,
   );
+}
+
+/** The request to set a link down (a rename or a MAC change needs it down). */
+export function linkDownMsg(seq: number, index: number): Uint8Array<ArrayBuffer> {
+  return encodeMsg(RTM.NEWLINK, NLM_F.REQUEST | NLM_F.ACK, seq, ifinfomsg(index, 0, IFF_UP));
+}
+
+/** The request to rename a link (IFLA_IFNAME, `%d` filled in by the kernel) and/or set its MAC. */
+export function setLinkMsg(
+  seq: number,
+  index: number,
+  change: { ifname?: string; mac?: Uint8Array },
+): Uint8Array<ArrayBuffer> {
+  const attrs: Uint8Array[] = [];
+  if (change.ifname !== undefined) {
+    attrs.push(attr(IFLA.IFNAME, new TextEncoder().encode(`${change.ifname}\0`)));
+  }
+  if (change.mac !== undefined) attrs.push(attr(IFLA.ADDRESS, change.mac));
+  return encodeMsg(RTM.NEWLINK, NLM_F.REQUEST | NLM_F.ACK, seq, ifinfomsg(index), attrs);
 }
 
 /** Lifetimes for a non-permanent (DHCP) address, seconds. */
@@ -424,6 +444,20 @@ export class Rtnl {
   /** Sets a link up, with an MTU when given. */
   linkUp(index: number, mtu?: number): void {
     this.request(linkUpMsg(this.nextSeq(), index, mtu), `set link ${index} up`);
+  }
+
+  /** Sets a link down. */
+  linkDown(index: number): void {
+    this.request(linkDownMsg(this.nextSeq(), index), `set link ${index} down`);
+  }
+
+  /** Renames a link and/or sets its MAC (the link must be down). */
+  setLink(index: number, change: { ifname?: string; mac?: Uint8Array }): void {
+    const what = [
+      change.ifname !== undefined ? `name ${JSON.stringify(change.ifname)}` : "",
+      change.mac !== undefined ? `mac ${formatMac(change.mac)}` : "",
+    ].filter((x) => x).join(" ");
+    this.request(setLinkMsg(this.nextSeq(), index, change), `set link ${index} ${what}`);
   }
 
   /** Adds or replaces an address. */

@@ -1,12 +1,13 @@
 /**
  * Configures the guest's network from GuestConfig.networks over rtnetlink: finds each NIC by MAC,
- * brings lo and the NICs up, adds static addresses, runs DHCP where asked, installs the default
- * route through the first default-route network only, and reports what it made.
+ * renames and re-MACs those a ctr network asks for (while down), brings lo and the NICs up, adds
+ * static addresses, runs DHCP where asked, installs the default route through the first
+ * default-route network only (and an IPv6 one where `gateway6` says), and reports what it made.
  */
 import type { GuestErrorKind, GuestNetwork, GuestNetworkReport } from "../lib/guest_protocol.ts";
 import { DhcpClient, DhcpTimeoutError } from "./dhcp_client.ts";
 import type { Lease } from "./dhcp.ts";
-import { type Cidr, contains, formatIp, parseCidr, parseIPv4, parseMac } from "./ip.ts";
+import { type Cidr, contains, formatIp, parseCidr, parseIPv4, parseIPv6, parseMac } from "./ip.ts";
 import { type Link, Rtnl } from "./netlink.ts";
 
 /** A setup failure with the GuestErrorKind it maps to. */
@@ -58,6 +59,30 @@ export async function findLinks(rtnl: Rtnl, macs: string[], timeoutMs: number): 
   }
 }
 
+/**
+ * Gives NICs their container name and MAC (`ifname`, `setMac`: ctr.network) while they are down:
+ * each NIC to be renamed first gets a temporary name, so that names may be passed between NICs,
+ * then its own (`%d` filled in by the kernel). Returns `links` as they are now.
+ */
+export function renameLinks(rtnl: Rtnl, networks: GuestNetwork[], links: Link[]): Link[] {
+  const changing = networks.flatMap((n, i) =>
+    n.ifname !== undefined || n.setMac !== undefined ? [{ n, l: links[i] }] : []
+  );
+  if (changing.length === 0) return links;
+  for (const { n, l } of changing) {
+    if (l.up) rtnl.linkDown(l.index);
+    rtnl.setLink(l.index, {
+      ...(n.ifname !== undefined ? { ifname: `nbxtmp${l.index}` } : {}),
+      ...(n.setMac !== undefined ? { mac: parseMac(n.setMac) } : {}),
+    });
+  }
+  for (const { n, l } of changing) {
+    if (n.ifname !== undefined) rtnl.setLink(l.index, { ifname: n.ifname });
+  }
+  const now = rtnl.links();
+  return links.map((l) => now.find((x) => x.index === l.index) ?? l);
+}
+
 /** First host address of a static IPv4 subnet (the default gateway when none is given). */
 export function firstHost(cidr: Cidr): Uint8Array<ArrayBuffer> {
   const out = cidr.addr.slice();
@@ -89,7 +114,8 @@ export async function configureNetworks(
   try {
     const lo = rtnl.links().find((l) => l.name === "lo");
     if (lo) rtnl.linkUp(lo.index);
-    const links = await findLinks(rtnl, networks.map((n) => n.mac), opts.macTimeoutMs ?? 2000);
+    const found = await findLinks(rtnl, networks.map((n) => n.mac), opts.macTimeoutMs ?? 2000);
+    const links = renameLinks(rtnl, networks, found);
     const statics: Cidr[][] = networks.map((n) => n.addrs.map(parseCidr));
     networks.forEach((net, i) => {
       rtnl.linkUp(links[i].index, net.mtu);
@@ -101,7 +127,7 @@ export async function configureNetworks(
       const client = new DhcpClient({
         ifindex: links[i].index,
         ifname: links[i].name,
-        mac: parseMac(net.mac),
+        mac: parseMac(net.setMac ?? net.mac),
         hostname: opts.hostname,
         timeoutMs: opts.dhcpTimeoutMs,
         log: opts.log,
@@ -118,10 +144,12 @@ export async function configureNetworks(
     if (gi >= 0) {
       const net = networks[gi], lease = leases[gi];
       const v4 = statics[gi].find((s) => s.family === 4);
-      const gw = lease?.routers[0] !== undefined
-        ? parseIPv4(lease.routers[0])
-        : net.gateway4
+      // A given gateway4 (a ctr.network gw) wins over the lease's router.
+      const fromLease = !net.gateway4 && lease?.routers[0] !== undefined;
+      const gw = net.gateway4
         ? parseIPv4(net.gateway4)
+        : fromLease
+        ? parseIPv4(lease!.routers[0])
         : v4
         ? firstHost(v4)
         : undefined;
@@ -129,12 +157,18 @@ export async function configureNetworks(
         const subnets = [...statics[gi]];
         if (lease) subnets.push({ family: 4, addr: parseIPv4(lease.ip), prefix: lease.prefix });
         const onlink = !subnets.some((s) => contains(s, gw));
-        rtnl.defaultRoute(links[gi].index, gw, onlink, lease ? 16 /* RTPROT_DHCP */ : 3);
+        rtnl.defaultRoute(links[gi].index, gw, onlink, fromLease ? 16 /* RTPROT_DHCP */ : 3);
         defaultGateway = formatIp(gw);
       } else {
         opts.log(`network ${net.mac}: default route requested but no IPv4 gateway known`);
       }
     }
+    // IPv6 default route (ctr.network gw): through the NIC that names it.
+    networks.forEach((net, i) => {
+      if (net.gateway6 === undefined) return;
+      const gw = parseIPv6(net.gateway6);
+      rtnl.defaultRoute(links[i].index, gw, !statics[i].some((s) => contains(s, gw)));
+    });
     // Renew in the background; the address lifetime follows the lease.
     networks.forEach((net, i) => {
       const dc = byNet[i];

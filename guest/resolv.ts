@@ -6,18 +6,25 @@ export interface DnsSettings {
   nameservers: string[];
   search: string[];
   options: string[];
+  /** The `domain` line (ctr.dns `domain=`). */
+  domain?: string;
 }
 
-/** Configured DNS wins when it names servers; otherwise DHCP's servers and domain. */
+/**
+ * Configured DNS wins when it names servers; otherwise DHCP's servers. Likewise its search list
+ * or domain wins over DHCP's domain.
+ */
 export function mergeDns(
   configured: DnsSettings | undefined,
   dhcp: { nameservers: string[]; domains: string[] },
 ): DnsSettings {
   const useConfigured = (configured?.nameservers.length ?? 0) > 0;
+  const ownDomains = (configured?.search.length ?? 0) > 0 || configured?.domain !== undefined;
   return {
     nameservers: useConfigured ? configured!.nameservers : [...new Set(dhcp.nameservers)],
-    search: configured?.search.length ? configured.search : [...new Set(dhcp.domains)],
+    search: ownDomains ? configured!.search : [...new Set(dhcp.domains)],
     options: configured?.options ?? [],
+    ...(configured?.domain !== undefined ? { domain: configured.domain } : {}),
   };
 }
 
@@ -48,7 +55,10 @@ export function resolvConf(d: DnsSettings): string {
   checkWords("search", d.search);
   checkWords("nameserver", d.nameservers);
   checkWords("options", d.options);
+  if (d.domain !== undefined) checkWords("domain", [d.domain]);
   const lines = ["# written by nerdbox guest init"];
+  // domain and search override each other, the last one winning: search last, as inspect shows.
+  if (d.domain !== undefined) lines.push(`domain ${d.domain}`);
   if (d.search.length) lines.push(`search ${d.search.join(" ")}`);
   for (const ns of d.nameservers) lines.push(`nameserver ${ns}`);
   if (d.options.length) lines.push(`options ${d.options.join(" ")}`);

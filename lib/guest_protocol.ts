@@ -76,9 +76,15 @@ export interface GuestNetwork {
   addrs: string[];
   /** Install the default route through this NIC. */
   defaultRoute: boolean;
-  /** Static IPv4 gateway (when `defaultRoute` and not DHCP). */
+  /** IPv4 gateway of the default route (when `defaultRoute`); wins over a DHCP lease's router. */
   gateway4?: string;
   mtu?: number;
+  /** Rename the NIC to this (`%d` filled in by the kernel) while it is down (ctr.network). */
+  ifname?: string;
+  /** Give the NIC this MAC while it is down (ctr.network); DHCP then uses it too. */
+  setMac?: string;
+  /** Install the IPv6 default route via this gateway through this NIC (ctr.network gw). */
+  gateway6?: string;
 }
 
 /** The workload or an exec'd process. */
@@ -98,7 +104,7 @@ export interface GuestConfig {
   rootfs: GuestRootfs;
   process: GuestProcess;
   networks: GuestNetwork[];
-  dns?: { nameservers: string[]; search: string[]; options: string[] };
+  dns?: { nameservers: string[]; search: string[]; options: string[]; domain?: string };
   /** How long DHCP may take before it is an error. */
   dhcpTimeoutMs: number;
   /**

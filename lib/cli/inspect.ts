@@ -286,18 +286,26 @@ export function renderText(rep: InspectReport): string {
   }
   for (const c of rep.ctrNetworks) {
     const vm = c.vmNetwork === undefined ? "no VM network" : networkKey(c.vmNetwork);
+    const nic = rep.networks.find((n) => n.mac === c.vmmac)?.guestInterface ?? "its NIC";
     out.push(`${c.annotation} -> container interface on ${vm} (vmmac ${c.vmmac})`);
+    row("guest", `is ${nic} itself, set up as below while down (docs/annotations.md)`);
     row(
       "ifname",
       c.ifname === undefined
-        ? "(default)"
+        ? `(keeps ${nic})`
         : c.ifname.includes("%d")
         ? `${c.ifname} (the kernel fills in %d)`
         : c.ifname,
     );
-    row("mac", c.mac ?? "(kernel-assigned)");
-    row("addr", c.addrs.length > 0 ? c.addrs.join(", ") : "none");
-    row("gw", c.gateways.length > 0 ? c.gateways.join(", ") : "none");
+    row("mac", c.mac ?? `(keeps ${c.vmmac})`);
+    row("addr", c.addrs.length > 0 ? `${c.addrs.join(", ")} (added to the NIC's own)` : "none");
+    const v4 = c.gateways.some((g) => !g.includes(":"));
+    row(
+      "gw",
+      c.gateways.length > 0
+        ? `${c.gateways.join(", ")} (default route${v4 ? "; replaces the first network's" : ""})`
+        : "none",
+    );
     out.push("");
   }
   if (rep.dns) {

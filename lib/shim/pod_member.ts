@@ -5,7 +5,7 @@
  * container's rootfs is streamed in (tar over the guest channel into the guest's tmpfs).
  */
 import type { VmHandle, VmStdio } from "../vm/types.ts";
-import type { ProcessSpec } from "../spec/types.ts";
+import type { ProcessSpec, SandboxSpec } from "../spec/types.ts";
 import { SANDBOX_ANNOTATION } from "./address.ts";
 
 /** CRI's annotation saying whether a container is a pod's sandbox or one of its containers. */
@@ -22,6 +22,28 @@ export function isPodSandbox(annotations: Record<string, string>): boolean {
 export function podSandboxOf(annotations: Record<string, string>): string | undefined {
   if (annotations[CONTAINER_TYPE_ANNOTATION] !== "container") return undefined;
   return annotations[SANDBOX_ANNOTATION] || undefined;
+}
+
+/**
+ * Warnings for a pod's container carrying network annotations (CRI passes pod annotations on to
+ * every container): created in the sandbox's VM, it shares that VM's NICs, container interfaces
+ * and resolv.conf, so its own network.N / ctr.network.N / ctr.dns are not applied.
+ */
+export function podNetworkWarnings(
+  spec: Pick<SandboxSpec, "networks" | "ctrNetworks" | "dns">,
+  sandboxId: string | undefined,
+): string[] {
+  if (sandboxId === undefined) return [];
+  const given = [
+    ...(spec.networks.length > 0 ? ["network.N"] : []),
+    ...(spec.ctrNetworks.length > 0 ? ["ctr.network.N"] : []),
+    ...(spec.dns ? ["ctr.dns"] : []),
+  ];
+  if (given.length === 0) return [];
+  return [
+    `io.containerd.nerdbox.${given.join(", ")}: not applied to a container created in pod ` +
+    `${sandboxId}'s VM: it shares the network and resolv.conf of the sandbox's VM`,
+  ];
 }
 
 const ROOT_PROCESS: Omit<ProcessSpec, "args"> = {

@@ -263,6 +263,7 @@ export class TaskService {
       const pod = await import("./pod_member.ts");
       if (pod.isPodSandbox(oci.annotations)) plan.oci = oci.raw as Record<string, unknown>;
       const sandboxId = pod.podSandboxOf(oci.annotations);
+      for (const w of pod.podNetworkWarnings(spec, sandboxId)) this.#opts.log("warn", w, id);
       const stdio: StdioPaths = {
         stdin: req.stdin,
         stdout: req.stdout,

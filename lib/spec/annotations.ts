@@ -15,6 +15,7 @@ import { parseCpus, parseMemoryMiB } from "./resources.ts";
 import { parseBackend } from "./backend.ts";
 import { nearest } from "./suggest.ts";
 import { checkUniqueNetworks } from "./collisions.ts";
+import { checkCtrPlacement } from "./ctr_placement.ts";
 import { parsePublishValue, type PublishSpec } from "./publish.ts";
 
 export { parseNetworkValue } from "./network.ts";
@@ -252,9 +253,10 @@ export function collectAnnotations(annotations: Record<string, string>): Collect
 }
 
 /**
- * Cross-checks ctr networks against the VM networks: each vmmac must be a VM network's MAC, and
- * no two ctr networks may share a MAC or an interface name. When some VM network was invalid,
- * an unmatched vmmac is not reported (its network may be the invalid one).
+ * Cross-checks ctr networks against the VM networks: each vmmac must be a VM network's MAC, no
+ * two ctr networks may share a MAC or an interface name, and each must fit its NIC
+ * (checkCtrPlacement). When some VM network was invalid, an unmatched vmmac is not reported (its
+ * network may be the invalid one).
  */
 export function checkCtrNetworks(
   ctrs: CtrNetworkSpec[],
@@ -300,6 +302,7 @@ export function checkCtrNetworks(
       } else names.set(c.ifname, c.index);
     }
   }
+  errors.push(...checkCtrPlacement(ctrs, networks, ctrNetworkKey, networkKey));
   return errors;
 }
 

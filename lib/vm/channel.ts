@@ -25,6 +25,7 @@ import {
 import type { ProcessSpec } from "../spec/types.ts";
 import { OutputQueue } from "./output_queue.ts";
 import type { VmExit, VmHandle, VmPlan, VmProcess, VmStdio } from "./types.ts";
+import { withCtrNetworks } from "./plan_ctr_network.ts";
 
 /** The byte stream the channel runs over (a Deno.Conn, or any duplex with the same shape). */
 export interface ChannelStream {
@@ -69,7 +70,7 @@ export function buildGuestConfig(plan: VmPlan, rootfs: GuestRootfs): GuestConfig
       gid: plan.process.gid,
       terminal: plan.process.terminal,
     },
-    networks,
+    networks: withCtrNetworks(networks, plan.ctrNetworks),
     ...(plan.dns ? { dns: plan.dns } : {}),
     dhcpTimeoutMs: 15_000,
     ...(plan.oci ? { oci: plan.oci } : {}),

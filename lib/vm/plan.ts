@@ -12,6 +12,7 @@ import type { Accel, Backend, VmPlan } from "./types.ts";
 import { loadLibkrun } from "./libkrun_locate.ts";
 import { validateNetnsPath } from "../net/netns.ts";
 import { planNetwork } from "./plan_network.ts";
+import { planCtrNetworks } from "./plan_ctr_network.ts";
 
 export { firstHostAddress, vnetHdrError } from "./plan_network.ts";
 
@@ -42,6 +43,7 @@ export function planVm(spec: SandboxSpec, opts: PlanOptions): VmPlan {
     ...(netns !== undefined ? { netns } : {}),
     ...(opts.libkrunCaps ? { libkrunCaps: opts.libkrunCaps } : {}),
   });
+  const ctrNetworks = planCtrNetworks(spec.ctrNetworks, network, errors);
   if (errors.length > 0) throw new SpecValidationError(errors);
   return {
     id: spec.id,
@@ -52,6 +54,7 @@ export function planVm(spec: SandboxSpec, opts: PlanOptions): VmPlan {
     process: structuredClone(spec.process),
     hostname: spec.hostname,
     network,
+    ...(ctrNetworks.length > 0 ? { ctrNetworks } : {}),
     ...(spec.dns ? { dns: structuredClone(spec.dns) } : {}),
     ...(netns !== undefined ? { netns } : {}),
     stateDir: opts.stateDir,

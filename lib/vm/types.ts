@@ -7,6 +7,7 @@ import type { Mac } from "../spec/mac.ts";
 import type { SocketPath } from "../spec/socket_path.ts";
 import type { NetnsPath } from "../spec/netns_path.ts";
 import type { ExecTarget } from "../guest_protocol.ts";
+import type { CtrNicPlan } from "./plan_ctr_network.ts";
 
 /** A concrete backend (after `auto` is resolved). */
 export type Backend = "libkrun" | "qemu";
@@ -71,6 +72,8 @@ export interface VmPlan {
   process: ProcessSpec;
   hostname: string;
   network: NetworkPlan;
+  /** Container interfaces on the NICs (`ctr.network.N`; lib/vm/plan_ctr_network.ts). */
+  ctrNetworks?: CtrNicPlan[];
   dns?: DnsSpec;
   /** Network namespace the VMM (and its providers) must run in (checked once, by the plan). */
   netns?: NetnsPath;

@@ -191,6 +191,81 @@ Deno.test("guest init: two networks, only the first carries the default route; M
   });
 });
 
+Deno.test("guest init: ctr networks rename and re-MAC their NICs (up ones too), names passing between them", async () => {
+  await withEnv("ctr", async (ns, rootfs) => {
+    await run("ip", [
+      "-n",
+      ns,
+      "link",
+      "add",
+      "gj0",
+      "address",
+      MAC2,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      "gj1",
+    ]);
+    // gi0 already up: it must be set down for the rename; the peers up: carrier on.
+    for (const l of ["gi0", "gi1", "gj1"]) await run("ip", ["-n", ns, "link", "set", l, "up"]);
+    const newMac = "02:aa:bb:cc:dd:01";
+    const r = await runGuest({
+      prefix: inNs(ns),
+      config: config(rootfs, proc(["true"]), {
+        networks: [
+          {
+            mac: MAC,
+            dhcp: false,
+            addrs: ["10.88.0.2/24", "10.99.0.3/24"],
+            defaultRoute: true,
+            gateway4: "10.99.0.1",
+            ifname: "gj0", // the other NIC's name, which it gives up
+            setMac: newMac,
+          },
+          {
+            mac: MAC2,
+            dhcp: false,
+            addrs: ["fd00:99::5/64"],
+            defaultRoute: false,
+            ifname: "ctr%d",
+            gateway6: "fd00:99::1",
+          },
+        ],
+      }),
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const links = JSON.parse(await run("ip", ["-j", "-n", ns, "addr", "show"]));
+    const byName = (n: string) => links.find((l: { ifname: string }) => l.ifname === n);
+    assert.equal(byName("gi0"), undefined);
+    assert.equal(byName("gj0").address, newMac);
+    assert.ok(byName("gj0").flags.includes("UP"));
+    assert.deepEqual(
+      byName("gj0").addr_info.filter((a: { family: string }) => a.family === "inet")
+        .map((a: { local: string }) => a.local),
+      ["10.88.0.2", "10.99.0.3"],
+    );
+    assert.equal(byName("ctr0").address, MAC2);
+    assert.ok(byName("ctr0").addr_info.some((a: { local: string }) => a.local === "fd00:99::5"));
+    const r4 = JSON.parse(await run("ip", ["-j", "-n", ns, "-4", "route", "show", "default"]));
+    assert.deepEqual(r4.map((x: { gateway: string; dev: string }) => [x.gateway, x.dev]), [[
+      "10.99.0.1",
+      "gj0",
+    ]]);
+    const r6 = JSON.parse(await run("ip", ["-j", "-n", ns, "-6", "route", "show", "default"]));
+    assert.deepEqual(r6.map((x: { gateway: string; dev: string }) => [x.gateway, x.dev]), [[
+      "fd00:99::1",
+      "ctr0",
+    ]]);
+    const report = r.json<GuestNetworkReport>(MsgType.NETWORK)!;
+    assert.deepEqual(report.interfaces.map((i) => [i.name, i.mac]), [
+      ["gj0", newMac],
+      ["ctr0", MAC2],
+    ]);
+    assert.equal(report.defaultGateway, "10.99.0.1");
+  });
+});
+
 Deno.test("guest init: exit codes 0 and 1, signals 9 and 15 via SIGNAL frames, init's SIGTERM forwarded", async () => {
   await withEnv("sig", async (ns, rootfs) => {
     const plain = async (

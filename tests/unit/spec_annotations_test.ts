@@ -134,14 +134,15 @@ Deno.test("backend: auto, libkrun or qemu", () => {
 Deno.test("ctr.network: every field", () => {
   const r = parseAnnotations({
     [`${P}network.0`]: net(0, "02:00:00:00:00:01"),
+    [`${P}network.1`]: net(1, "02:00:00:00:00:03"),
     [`${P}ctr.network.1`]: "vmmac=02:00:00:00:00:01,mac=0A:00:00:00:00:02,addr=10.1.0.2/24," +
       "addr=fd01::2/64,addr=10.2.0.2/16,ifname=ctr%d,gw=10.1.0.1,gw=fd01::1",
-    [`${P}ctr.network.0`]: "vmmac=02:00:00:00:00:01",
+    [`${P}ctr.network.0`]: "vmmac=02:00:00:00:00:03",
   });
   deepEqual(r.errors, []);
   deepEqual(r.warnings, []);
   deepEqual(r.ctrNetworks, [
-    { index: 0, vmmac: "02:00:00:00:00:01", addrs: [], gateways: [] },
+    { index: 0, vmmac: "02:00:00:00:00:03", addrs: [], gateways: [] },
     {
       index: 1,
       vmmac: "02:00:00:00:00:01",
@@ -255,8 +256,9 @@ Deno.test("ctr.network: ifname rules (≤15 bytes, no / : whitespace, at most on
   deepEqual(
     errorsOf({
       ...vm,
+      [`${P}network.1`]: net(1, "02:00:00:00:00:02"),
       [K]: "vmmac=02:00:00:00:00:01,ifname=eth1",
-      [`${P}ctr.network.1`]: "vmmac=02:00:00:00:00:01,ifname=eth1",
+      [`${P}ctr.network.1`]: "vmmac=02:00:00:00:00:02,ifname=eth1",
     }),
     [
       `${P}ctr.network.1: ifname="eth1": the same ifname as ${K}: expected a name of its own`,
@@ -265,8 +267,9 @@ Deno.test("ctr.network: ifname rules (≤15 bytes, no / : whitespace, at most on
   deepEqual(
     errorsOf({
       ...vm,
+      [`${P}network.1`]: net(1, "02:00:00:00:00:02"),
       [K]: "vmmac=02:00:00:00:00:01,mac=02:00:00:00:00:09",
-      [`${P}ctr.network.1`]: "vmmac=02:00:00:00:00:01,mac=02:00:00:00:00:09",
+      [`${P}ctr.network.1`]: "vmmac=02:00:00:00:00:02,mac=02:00:00:00:00:09",
     }),
     [
       `${P}ctr.network.1: mac="02:00:00:00:00:09": the same mac as ${K}: expected a MAC of its own`,
