@@ -4,6 +4,7 @@
  * on its PATH so it finds containerd-shim-nerdbox-v1, and a busybox OCI image built from the host's
  * static busybox and imported with ctr. Everything is removed again by stop().
  */
+import { exists } from "../../lib/fs.ts";
 
 /** The repository root. */
 export const REPO = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -61,10 +62,6 @@ const dec = new TextDecoder();
 async function run(bin: string, args: string[], opts: { env?: Record<string, string> } = {}) {
   const out = await new Deno.Command(bin, { args, stdin: "null", ...opts }).output();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.lstat(path).then(() => true, () => false);
 }
 
 /** Mount points at or below `dir`, deepest first. */

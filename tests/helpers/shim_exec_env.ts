@@ -6,6 +6,7 @@ import { deepEqual, equal } from "node:assert/strict";
 import { type Containerd, mountsUnder } from "./containerd.ts";
 import { socketPath } from "../../lib/shim/address.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
+import { exists } from "../../lib/fs.ts";
 
 /** Every process (but this one) whose command line contains `needle`. */
 export async function processesWith(needle: string): Promise<string[]> {
@@ -18,10 +19,6 @@ export async function processesWith(needle: string): Promise<string[]> {
     } catch { /* gone */ }
   }
   return found;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.lstat(path).then(() => true, () => false);
 }
 
 /** Polls `fn` until it returns a value (or throws after `ms`). */

@@ -14,6 +14,7 @@ import {
 } from "../helpers/containerd.ts";
 import { socketPath } from "../../lib/shim/address.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
+import { exists } from "../../lib/fs.ts";
 
 const NS = "default";
 const R = ["--runtime", RUNTIME];
@@ -29,10 +30,6 @@ async function processesWith(needle: string): Promise<string[]> {
     } catch { /* gone */ }
   }
   return found;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.lstat(path).then(() => true, () => false);
 }
 
 /** Polls until nothing of containers `ids` is left, then asserts it (naming what remains). */
