@@ -9,6 +9,7 @@ import { formatSpecError, SpecValidationError } from "../spec/types.ts";
 import { ANNOTATION_PREFIX, networkKey, parseAnnotations } from "../spec/annotations.ts";
 import { configAnnotations, OciReadError, readConfigJson } from "../spec/oci.ts";
 import { formatCidr } from "../spec/cidr.ts";
+import { formatPort } from "../spec/ports.ts";
 import { formatFeatures } from "../spec/features.ts";
 import { formatResolvConf } from "../spec/dns.ts";
 import { DEFAULT_CPUS, DEFAULT_MEMORY_MIB } from "../spec/resources.ts";
@@ -412,14 +413,4 @@ export async function main(args: string[]): Promise<number> {
     console.error("nerdbox inspect: a probe failed");
   }
   return exitCodeOf(report);
-}
-
-/** `[IP:]HOST:GUEST/PROTO` of a published port. */
-function formatPort(p: PortSpec): string {
-  const ip = p.hostIp === undefined
-    ? ""
-    : p.hostIp.includes(":")
-    ? `[${p.hostIp}]:`
-    : `${p.hostIp}:`;
-  return `${ip}${p.hostPort}:${p.guestPort}/${p.protocol}`;
 }
