@@ -5,6 +5,7 @@
  * static busybox and imported with ctr. Everything is removed again by stop().
  */
 import { exists } from "../../lib/fs.ts";
+import { shimPidsOf } from "./procs.ts";
 
 /** The repository root. */
 export const REPO = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -187,18 +188,7 @@ export async function startContainerd(
   };
 
   /** Shim processes started by this containerd (their argv carries `-address ADDRESS`). */
-  const shimPids = async (): Promise<number[]> => {
-    const pids: number[] = [];
-    for await (const e of Deno.readDir("/proc")) {
-      if (!/^\d+$/.test(e.name)) continue;
-      try {
-        const argv = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).split("\0");
-        const i = argv.indexOf("-address");
-        if (i >= 0 && argv[i + 1] === address) pids.push(Number(e.name));
-      } catch { /* gone */ }
-    }
-    return pids;
-  };
+  const shimPids = () => shimPidsOf(address);
 
   const stop = async () => {
     if (!exited) await removeAll();

@@ -7,34 +7,10 @@ import { type Containerd, mountsUnder } from "./containerd.ts";
 import { socketPath } from "../../lib/shim/address.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
 import { exists } from "../../lib/fs.ts";
+import { processesWith } from "./procs.ts";
+import { waitFor } from "./wait.ts";
 
-/** Every process (but this one) whose command line contains `needle`. */
-export async function processesWith(needle: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
-    try {
-      const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
-      if (cmd.includes(needle)) found.push(`${e.name}: ${cmd}`);
-    } catch { /* gone */ }
-  }
-  return found;
-}
-
-/** Polls `fn` until it returns a value (or throws after `ms`). */
-export async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined>,
-  ms = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+export { processesWith, waitFor };
 
 /** `ctr task ls` as {id: [pid, status]}. */
 export async function tasks(ctd: Containerd): Promise<Record<string, [number, string]>> {

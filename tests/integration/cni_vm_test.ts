@@ -21,54 +21,7 @@ import {
   tutorialLoopback,
   waitSigintHandler,
 } from "../helpers/cni_fixtures.ts";
-
-const NERDBOX = new URL("../../bin/nerdbox", import.meta.url).pathname;
-const BOOT_TIMEOUT_MS = 120_000;
-
-interface Run {
-  child: Deno.ChildProcess;
-  output: () => string;
-  done: Promise<{ code: number; output: string }>;
-}
-
-function nerdboxRun(args: string[]): Run {
-  const child = new Deno.Command(NERDBOX, {
-    args: ["run", ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let out = "";
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    for await (const c of s.pipeThrough(new TextDecoderStream())) out += c;
-  };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
-  const done = (async () => {
-    const st = await child.status;
-    await pumps;
-    return { code: st.code, output: out };
-  })();
-  return { child, output: () => out, done };
-}
-
-async function waitFor<T>(what: string, run: Run, fn: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + BOOT_TIMEOUT_MS;
-  let exited = false;
-  run.done.then(() => exited = true);
-  while (Date.now() < deadline) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (exited) throw new Error(`nerdbox run exited while waiting for ${what}:\n${run.output()}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  run.child.kill("SIGKILL");
-  throw new Error(`timed out waiting for ${what}:\n${run.output()}`);
-}
-
-async function httpGet(url: string): Promise<string | undefined> {
-  const r = await fetch(url, { signal: AbortSignal.timeout(2000) });
-  return r.ok ? (await r.text()).trim() : undefined;
-}
+import { httpGet, nerdboxRun, waitFor } from "../helpers/pod_run.ts";
 
 async function hostIp(): Promise<string> {
   const o = await new Deno.Command("ip", {

@@ -5,7 +5,7 @@
  * workload ever ran, leaving nothing behind.
  */
 import { doesNotMatch, equal, notEqual, ok } from "node:assert/strict";
-import { NERDBOX } from "../helpers/nerdbox_cli.ts";
+import { NERDBOX, runArgv } from "../helpers/nerdbox_cli.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import {
   type Aspect,
@@ -54,19 +54,7 @@ Deno.test("run -t: the workload leads a session with the pty as its controlling 
 Deno.test("run: SIGTERM while the guest boots ends the VM at once with 143", async () => {
   await withRun(async (rootfs, id) => {
     const child = new Deno.Command(NERDBOX, {
-      args: [
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "qemu",
-        "--accel",
-        "tcg",
-        rootfs,
-        "--",
-        "/bin/echo",
-        "began",
-      ],
+      args: runArgv(rootfs, ["/bin/echo", "began"], { name: id, backend: "qemu", accel: "tcg" }),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

@@ -3,81 +3,13 @@
  * client, a busybox image built here runs in real QEMU guests. Each step checks what ctr prints,
  * and that nothing is left over afterwards (daemon, VMM, mounts, sockets, bundles).
  */
-import { deepEqual, equal, match, ok } from "node:assert/strict";
-import {
-  type Containerd,
-  IMAGE,
-  importBusyboxImage,
-  mountsUnder,
-  RUNTIME,
-  startContainerd,
-} from "../helpers/containerd.ts";
-import { socketPath } from "../../lib/shim/address.ts";
-import { runDirFor } from "../../lib/shim/rundir.ts";
+import { equal, match, ok } from "node:assert/strict";
+import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/containerd.ts";
 import { exists } from "../../lib/fs.ts";
+import { assertNoLeftovers, processesWith, tasks } from "../helpers/shim_exec_env.ts";
+import { waitFor } from "../helpers/wait.ts";
 
-const NS = "default";
 const R = ["--runtime", RUNTIME];
-
-/** Every process whose command line contains `needle`. */
-async function processesWith(needle: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
-    try {
-      const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
-      if (cmd.includes(needle)) found.push(`${e.name}: ${cmd}`);
-    } catch { /* gone */ }
-  }
-  return found;
-}
-
-/** Polls until nothing of containers `ids` is left, then asserts it (naming what remains). */
-async function assertNoLeftovers(ctd: Containerd, ids: string[]): Promise<void> {
-  const socket = await socketPath(ctd.address, NS, "nerdbox");
-  const runDir = runDirFor(socket);
-  const problems = async () => {
-    const p: string[] = [];
-    for (const d of await processesWith(socket)) p.push(`shim daemon alive: ${d}`);
-    for (const q of await processesWith(runDir)) p.push(`VM process alive: ${q}`);
-    for (const m of await mountsUnder(ctd.state)) p.push(`mount left: ${m}`);
-    if (await exists(socket)) p.push(`socket left: ${socket}`);
-    if (await exists(runDir)) p.push(`run dir left: ${runDir}`);
-    for (const id of ids) {
-      if (await exists(ctd.bundleDir(id))) p.push(`bundle left: ${ctd.bundleDir(id)}`);
-    }
-    return p;
-  };
-  const deadline = Date.now() + 15_000;
-  let left = await problems();
-  while (left.length > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 200));
-    left = await problems();
-  }
-  deepEqual(left, [], `leftovers:\n${left.join("\n")}`);
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-/** `ctr task ls` as {id: [pid, status]}. */
-async function tasks(ctd: Containerd): Promise<Record<string, [number, string]>> {
-  const r = await ctd.ctr(["task", "ls"]);
-  equal(r.code, 0, r.stderr);
-  const out: Record<string, [number, string]> = {};
-  for (const line of r.stdout.trim().split("\n").slice(1)) {
-    const [id, pid, status] = line.trim().split(/\s+/);
-    if (id) out[id] = [Number(pid), status];
-  }
-  return out;
-}
 
 interface NetFixture {
   socket: string;
