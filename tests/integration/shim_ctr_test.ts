@@ -8,6 +8,7 @@ import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/
 import { exists } from "../../lib/fs.ts";
 import { assertNoLeftovers, processesWith, tasks } from "../helpers/shim_exec_env.ts";
 import { waitFor } from "../helpers/wait.ts";
+import { underScript } from "../helpers/tty.ts";
 
 const R = ["--runtime", RUNTIME];
 
@@ -130,14 +131,8 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
       // ctr needs a terminal of its own for -t: script(1) gives it one.
       const cmd = `ctr -a ${ctd.address} run --rm -t ${R.join(" ")} ${IMAGE} tty1 ` +
         `sh -c 'tty; exit 5'`;
-      const o = await new Deno.Command("script", {
-        args: ["-qfec", cmd, "/dev/null"],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(170_000),
-      }).output();
-      const out = new TextDecoder().decode(o.stdout);
+      const o = await underScript(cmd);
+      const out = o.out;
       match(out, /\/dev\/pts\/\d+/);
       equal(o.code, 5, out);
       await assertNoLeftovers(ctd, ["tty1"]);

@@ -6,6 +6,7 @@
 import { equal, match, ok } from "node:assert/strict";
 import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/containerd.ts";
 import { assertNoLeftovers, tasks, waitFor } from "../helpers/shim_exec_env.ts";
+import { underScript } from "../helpers/tty.ts";
 
 const R = ["--runtime", RUNTIME];
 const ID = "xc1";
@@ -90,14 +91,8 @@ Deno.test("ctr task exec runs extra processes in a nerdbox microVM", async (t) =
         `do sleep 0.1; i=$((i+1)); done; echo size=$(busybox stty size); exit 4`;
       const cmd = `stty rows 13 cols 77; ctr -a ${ctd.address} task exec -t --exec-id et ${ID} ` +
         `sh -c '${guest}'`;
-      const o = await new Deno.Command("script", {
-        args: ["-qfec", cmd, "/dev/null"],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(60_000),
-      }).output();
-      const out = new TextDecoder().decode(o.stdout);
+      const o = await underScript(cmd, 60_000);
+      const out = o.out;
       match(out, /\/dev\/pts\/\d+/);
       match(out, /size=13 77/);
       equal(o.code, 4, out);
@@ -153,14 +148,8 @@ Deno.test("ctr task exec runs extra processes in a nerdbox microVM", async (t) =
         `do sleep 0.1; i=$((i+1)); done; echo size=$(busybox stty size)`;
       const cmd = `stty rows 17 cols 91; ctr -a ${ctd.address} run --rm -t ${R.join(" ")} ` +
         `${IMAGE} xt1 sh -c '${guest}'`;
-      const o = await new Deno.Command("script", {
-        args: ["-qfec", cmd, "/dev/null"],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(170_000),
-      }).output();
-      const out = new TextDecoder().decode(o.stdout);
+      const o = await underScript(cmd);
+      const out = o.out;
       match(out, /size=17 91/);
       equal(o.code, 0, out);
       await assertNoLeftovers(ctd, ["xt1"]);

@@ -4,7 +4,7 @@
  * `ctr plugins inspect-runtime` (2.x), run with exit status and output, `-t` with a controlling
  * terminal, SIGKILL while the VM boots, exec, kill, delete, events and nothing left behind.
  */
-import { doesNotMatch, equal, match, notEqual, ok } from "node:assert/strict";
+import { equal, match, ok } from "node:assert/strict";
 import {
   CONTAINERD_LINES,
   type ContainerdLine,
@@ -16,6 +16,7 @@ import {
 import { assertNoLeftovers, tasks, waitFor } from "../helpers/shim_exec_env.ts";
 import { type Provider, startPasst } from "../helpers/providers.ts";
 import { startGvproxyBinary } from "../helpers/gvproxy_bin.ts";
+import { assertSessionLeader, underScript } from "../helpers/tty.ts";
 
 const R = ["--runtime", RUNTIME];
 
@@ -62,20 +63,10 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
         // control, which complains when there is no controlling terminal.
         const cmd = `${ctd.ctrBin} -a ${ctd.address} run --rm -t ${R.join(" ")} ${IMAGE} vt1 ` +
           `sh -ic 'set -- $(cat /proc/$$/stat); echo S$6:P$$:T$7:E; exit 5'`;
-        const o = await new Deno.Command("script", {
-          args: ["-qfec", cmd, "/dev/null"],
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-          signal: AbortSignal.timeout(170_000),
-        }).output();
-        const out = new TextDecoder().decode(o.stdout);
+        const o = await underScript(cmd);
+        const out = o.out;
         equal(o.code, 5, out);
-        doesNotMatch(out, /can't access tty|job control turned off/);
-        const m = /S(\d+):P(\d+):T(\d+):E/.exec(out);
-        ok(m, out);
-        equal(m[1], m[2], "session leader");
-        notEqual(m[3], "0", "tty_nr");
+        assertSessionLeader(out);
         await assertNoLeftovers(ctd, ["vt1"]);
       },
     );
@@ -96,20 +87,10 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
                 `${ctd.ctrBin} -a ${ctd.address} run -t --net-host --cap-add CAP_NET_ADMIN ` +
                 `--rm ${R.join(" ")} --annotation ${ann} ${IMAGE} seed-${name} ` +
                 `sh -ic 'set -- $(cat /proc/$$/stat); echo S$6:P$$:T$7:E; ip addr; ip route; exit 0'`;
-              const o = await new Deno.Command("script", {
-                args: ["-qfec", cmd, "/dev/null"],
-                stdin: "null",
-                stdout: "piped",
-                stderr: "piped",
-                signal: AbortSignal.timeout(170_000),
-              }).output();
-              const out = new TextDecoder().decode(o.stdout);
+              const o = await underScript(cmd);
+              const out = o.out;
               equal(o.code, 0, out);
-              doesNotMatch(out, /can't access tty|job control turned off/);
-              const m = /S(\d+):P(\d+):T(\d+):E/.exec(out);
-              ok(m, out);
-              equal(m[1], m[2], "session leader");
-              notEqual(m[3], "0", "tty_nr");
+              assertSessionLeader(out);
               match(out, new RegExp(`link/ether ${mac}`));
               match(out, new RegExp(`inet ${net.guestIp.replaceAll(".", "\\.")}/24`));
               match(out, new RegExp(`default via ${net.gatewayIp.replaceAll(".", "\\.")}`));
