@@ -214,3 +214,27 @@ export async function holdCniLock(stateDir = "/run/nerdbox/cni"): Promise<() => 
   await f.lock(true);
   return () => f.close();
 }
+
+/** Fails loudly when one of Debian's CNI `plugins` is not installed. */
+export async function requireCniPlugins(
+  plugins = ["bridge", "host-local", "loopback", "portmap"],
+): Promise<void> {
+  for (const p of plugins) {
+    await Deno.stat(`${DEBIAN_CNI_BIN}/${p}`).catch(() => {
+      throw new Error(
+        `Debian CNI plugin ${DEBIAN_CNI_BIN}/${p} missing: apt-get install containernetworking-plugins`,
+      );
+    });
+  }
+}
+
+/** This host's outbound IPv4 address (the source of its default route). */
+export async function outboundIp(): Promise<string> {
+  const o = await new Deno.Command("ip", {
+    args: ["-4", "-o", "route", "get", "1.1.1.1"],
+    stdout: "piped",
+  }).output();
+  const ip = /src (\S+)/.exec(new TextDecoder().decode(o.stdout))?.[1];
+  if (!ip) throw new Error("this host has no IPv4 default route: the outbound test needs one");
+  return ip;
+}

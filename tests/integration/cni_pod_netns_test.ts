@@ -12,9 +12,11 @@ import { pickCniNetwork } from "../../lib/net/cni_config.ts";
 import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
 import { createNamedNetns, deleteNamedNetns } from "../../lib/net/netns.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
-import { diffSnapshots, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
+import { assertHostUnchanged, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
 import {
   DEBIAN_CNI_BIN,
+  outboundIp,
+  requireCniPlugins,
   tempDirWith,
   tutorialBridge,
   tutorialLoopback,
@@ -32,26 +34,6 @@ import {
   waitProcsGone,
 } from "../helpers/pod_run.ts";
 
-async function hostIp(): Promise<string> {
-  const o = await new Deno.Command("ip", {
-    args: ["-4", "-o", "route", "get", "1.1.1.1"],
-    stdout: "piped",
-  }).output();
-  const ip = /src (\S+)/.exec(new TextDecoder().decode(o.stdout))?.[1];
-  if (!ip) throw new Error("this host has no IPv4 default route: the outbound test needs one");
-  return ip;
-}
-
-async function requirePlugins(): Promise<void> {
-  for (const p of ["bridge", "host-local", "loopback"]) {
-    await Deno.stat(`${DEBIAN_CNI_BIN}/${p}`).catch(() => {
-      throw new Error(
-        `${DEBIAN_CNI_BIN}/${p} missing: apt-get install containernetworking-plugins`,
-      );
-    });
-  }
-}
-
 /** A guest script: report the address, send one line out, serve /www on each port (last in front). */
 function serveScript(egress: string, ports: number[]): string {
   const bg = ports.slice(0, -1).map((p) => `httpd -p ${p} -h /www && `).join("");
@@ -61,7 +43,7 @@ function serveScript(egress: string, ports: number[]): string {
 }
 
 Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at the pod IP on any port; egress from the pod IP; netns left as found", async () => {
-  await requirePlugins();
+  await requireCniPlugins(["bridge", "host-local", "loopback"]);
   const before = await hostSnapshot();
   const conf = await tempDirWith({
     "10-bridge.conf": tutorialBridge("nbxpod1", "nbxpodbr1", "10.214.1.0/24"),
@@ -76,7 +58,7 @@ Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at 
   await recordHostBaseline(bridge, state);
   const netns = await createNamedNetns(ns);
   const rt = { containerId: ns, ifName: "eth0", netns: `/var/run/netns/${ns}` };
-  const ip = await hostIp();
+  const ip = await outboundIp();
   const sink = oneShotListener(ip);
   try {
     await addNetworkList(bridge, rt, opts);
@@ -124,8 +106,7 @@ Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at 
     await cleanupHost(state);
     for (const d of [conf, bundle, state]) await Deno.remove(d, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
 
 Deno.test("--netns PATH (no CNI flags): pod IP served, egress from it; SIGKILL of nerdbox → QEMU ends by itself, the next run sweeps the redirect and the state dir", async () => {

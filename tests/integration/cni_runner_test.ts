@@ -11,7 +11,12 @@ import { pickCniNetwork } from "../../lib/net/cni_config.ts";
 import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
 import { startCniSession } from "../../lib/net/cni_session.ts";
 import { createNamedNetns, deleteNamedNetns } from "../../lib/net/netns.ts";
-import { diffSnapshots, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
+import {
+  assertHostUnchanged,
+  diffSnapshots,
+  type HostSnapshot,
+  hostSnapshot,
+} from "../helpers/cni_host_snapshot.ts";
 import {
   DEBIAN_CNI_BIN,
   echoServerInNetns,
@@ -19,6 +24,7 @@ import {
   holdCniLock,
   portmapList,
   readLine,
+  requireCniPlugins,
   stop,
   tempDirWith,
   tutorialBridge,
@@ -28,23 +34,6 @@ import {
 } from "../helpers/cni_fixtures.ts";
 
 const driver = new URL("../helpers/cni_session_driver.ts", import.meta.url).pathname;
-
-async function requirePlugins(): Promise<void> {
-  for (const p of ["bridge", "host-local", "loopback", "portmap"]) {
-    await Deno.stat(`${DEBIAN_CNI_BIN}/${p}`).catch(() => {
-      throw new Error(
-        `Debian CNI plugin ${DEBIAN_CNI_BIN}/${p} missing: apt-get install containernetworking-plugins`,
-      );
-    });
-  }
-}
-
-type Snapshot = Awaited<ReturnType<typeof hostSnapshot>>;
-
-async function assertHostUnchanged(before: Snapshot) {
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
-}
 
 async function ipIn(netns: string, args: string[]): Promise<string> {
   const o = await new Deno.Command("ip", { args: ["-n", netns, ...args], stdout: "piped" })
@@ -59,10 +48,10 @@ async function ipIn(netns: string, args: string[]): Promise<string> {
 function cniTest(
   name: string,
   files: Record<string, unknown>,
-  body: (conf: string, before: Snapshot) => Promise<void>,
+  body: (conf: string, before: HostSnapshot) => Promise<void>,
 ): void {
   Deno.test(`cni runner: ${name}`, async () => {
-    await requirePlugins();
+    await requireCniPlugins();
     const before = await hostSnapshot();
     const conf = await tempDirWith(files);
     try {

@@ -10,52 +10,50 @@ import { pickCniNetwork } from "../../lib/net/cni_config.ts";
 import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
 import { createNamedNetns, deleteNamedNetns } from "../../lib/net/netns.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
-import { diffSnapshots, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
+import { assertHostUnchanged, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
 import {
   DEBIAN_CNI_BIN,
   freePort,
   holdCniLock,
+  outboundIp,
   portmapList,
+  requireCniPlugins,
   tempDirWith,
   tutorialBridge,
   tutorialLoopback,
   waitSigintHandler,
 } from "../helpers/cni_fixtures.ts";
-import { httpGet, nerdboxRun, waitFor } from "../helpers/pod_run.ts";
+import { httpGet, nerdboxRun, type PodRun, waitFor } from "../helpers/pod_run.ts";
 
-async function hostIp(): Promise<string> {
-  const o = await new Deno.Command("ip", {
-    args: ["-4", "-o", "route", "get", "1.1.1.1"],
-    stdout: "piped",
-  })
-    .output();
-  const ip = /src (\S+)/.exec(new TextDecoder().decode(o.stdout))?.[1];
-  if (!ip) throw new Error("this host has no IPv4 default route: the outbound test needs one");
-  return ip;
-}
-
-async function requireAll(): Promise<void> {
-  for (const p of ["bridge", "host-local", "loopback", "portmap"]) {
-    await Deno.stat(`${DEBIAN_CNI_BIN}/${p}`).catch(() => {
-      throw new Error(
-        `${DEBIAN_CNI_BIN}/${p} missing: apt-get install containernetworking-plugins`,
-      );
-    });
-  }
+/** `nerdbox run --backend qemu --cni` with `conf` and Debian's plugins, more `flags`, then `cmd`. */
+function cniRun(conf: string, rootfs: string, flags: string[], cmd: string[]): PodRun {
+  return nerdboxRun([
+    "--backend",
+    "qemu",
+    "--cni",
+    "--cni-conf-dir",
+    conf,
+    "--cni-bin-dir",
+    DEBIAN_CNI_BIN,
+    ...flags,
+    rootfs,
+    "--",
+    ...cmd,
+  ]);
 }
 
 const HTTPD =
   "mkdir -p /www && echo served-by-guest > /www/index.html && exec httpd -f -p 80 -h /www";
 
 Deno.test("nerdbox run --cni: tutorial confs, guest egress leaves from the pod IP, exit status, clean host", async () => {
-  await requireAll();
+  await requireCniPlugins();
   const before = await hostSnapshot();
   const rootfs = await makeBusyboxRootfs();
   const conf = await tempDirWith({
     "10-bridge.conf": tutorialBridge("nbxcnivm1", "nbxcni7", "10.213.7.0/24"),
     "99-loopback.conf": tutorialLoopback(),
   });
-  const ip = await hostIp();
+  const ip = await outboundIp();
   const listener = Deno.listen({ hostname: ip, port: 0 });
   const port = (listener.addr as Deno.NetAddr).port;
   try {
@@ -69,18 +67,7 @@ Deno.test("nerdbox run --cni: tutorial confs, guest egress leaves from the pod I
         text: new TextDecoder().decode(buf.subarray(0, n ?? 0)).trim(),
       };
     })();
-    const run = nerdboxRun([
-      "--backend",
-      "qemu",
-      "--cni",
-      "--cni-conf-dir",
-      conf,
-      "--cni-bin-dir",
-      DEBIAN_CNI_BIN,
-      "--name",
-      "nbxcni-vm1",
-      rootfs,
-      "--",
+    const run = cniRun(conf, rootfs, ["--name", "nbxcni-vm1"], [
       "sh",
       "-c",
       `ip -4 -o addr show eth0; echo hello-from-guest | nc ${ip} ${port}; exit 7`,
@@ -95,12 +82,11 @@ Deno.test("nerdbox run --cni: tutorial confs, guest egress leaves from the pod I
     await Deno.remove(conf, { recursive: true });
     await Deno.remove(rootfs, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
 
 Deno.test("nerdbox run --cni: SIGINT during the CNI setup → attachment undone, 130, clean host", async () => {
-  await requireAll();
+  await requireCniPlugins();
   const before = await hostSnapshot();
   const rootfs = await makeBusyboxRootfs();
   const conf = await tempDirWith({
@@ -110,21 +96,7 @@ Deno.test("nerdbox run --cni: SIGINT during the CNI setup → attachment undone,
   const release = await holdCniLock(); // as if another nerdbox were attaching right now
   let released = false;
   try {
-    const run = nerdboxRun([
-      "--backend",
-      "qemu",
-      "--cni",
-      "--cni-conf-dir",
-      conf,
-      "--cni-bin-dir",
-      DEBIAN_CNI_BIN,
-      "--name",
-      "nbxcni-vm2",
-      rootfs,
-      "--",
-      "sleep",
-      "600",
-    ]);
+    const run = cniRun(conf, rootfs, ["--name", "nbxcni-vm2"], ["sleep", "600"]);
     await waitSigintHandler(run.child.pid);
     run.child.kill("SIGINT");
     release();
@@ -137,34 +109,20 @@ Deno.test("nerdbox run --cni: SIGINT during the CNI setup → attachment undone,
     await Deno.remove(conf, { recursive: true });
     await Deno.remove(rootfs, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
 
 Deno.test("nerdbox run --cni -p: host port → portmap → pod IP → guest; SIGTERM → 143, clean host", async () => {
-  await requireAll();
+  await requireCniPlugins();
   const before = await hostSnapshot();
   const rootfs = await makeBusyboxRootfs();
   const conf = await tempDirWith({
     "10-pm.conflist": portmapList("nbxcnivm3", "nbxcni9", "10.213.9.0/24"),
   });
   const hostPort = freePort();
-  const ip = await hostIp();
+  const ip = await outboundIp();
   try {
-    const run = nerdboxRun([
-      "--backend",
-      "qemu",
-      "--cni",
-      "--cni-conf-dir",
-      conf,
-      "--cni-bin-dir",
-      DEBIAN_CNI_BIN,
-      "-p",
-      `${hostPort}:80`,
-      "--name",
-      "nbxcni-vm3",
-      rootfs,
-      "--",
+    const run = cniRun(conf, rootfs, ["-p", `${hostPort}:80`, "--name", "nbxcni-vm3"], [
       "sh",
       "-c",
       HTTPD,
@@ -184,12 +142,11 @@ Deno.test("nerdbox run --cni -p: host port → portmap → pod IP → guest; SIG
     await Deno.remove(conf, { recursive: true });
     await Deno.remove(rootfs, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
 
 Deno.test("nerdbox run --cni: missing plugin, failing config and flag misuse are exit 125 with a clear error", async () => {
-  await requireAll();
+  await requireCniPlugins();
   const before = await hostSnapshot();
   const missing = portmapList("nbxcnivm4", "nbxcni10", "10.213.10.0/24");
   missing.plugins[0].type = "nbxfake-absent";
@@ -238,12 +195,11 @@ Deno.test("nerdbox run --cni: missing plugin, failing config and flag misuse are
     await Deno.remove(bad, { recursive: true });
     await Deno.remove(rootfs, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
 
 Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepared (the tutorial's runsc flow)", async () => {
-  await requireAll();
+  await requireCniPlugins();
   const before = await hostSnapshot();
   const conf = await tempDirWith({
     "10-bridge.conf": tutorialBridge("nbxcnivm6", "nbxcni11", "10.213.11.0/24"),
@@ -304,6 +260,5 @@ Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepa
     await cleanupHost(state);
     for (const d of [conf, bundle, state]) await Deno.remove(d, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
