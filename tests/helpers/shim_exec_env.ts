@@ -3,7 +3,7 @@
  * `ctr task ls` parsing, and the check that nothing of a container is left behind.
  */
 import { deepEqual, equal } from "node:assert/strict";
-import { type Containerd, mountsUnder } from "./containerd.ts";
+import { type Containerd, IMAGE, mountsUnder, RUNTIME } from "./containerd.ts";
 import { socketPath } from "../../lib/shim/address.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
 import { exists } from "../../lib/fs.ts";
@@ -47,4 +47,44 @@ export async function assertNoLeftovers(ctd: Containerd, ids: string[], ns = "de
     left = await problems();
   }
   deepEqual(left, [], `leftovers:\n${left.join("\n")}`);
+}
+
+/**
+ * `ctr run -d` of IMAGE as `id` running `sh -c script`, stdout/stderr in a file (--log-uri);
+ * resolves with the log's path once the workload printed `ready`.
+ */
+export async function runDetached(ctd: Containerd, id: string, script: string): Promise<string> {
+  const log = `/run/${ctd.name}/${id}.log`;
+  const r = await ctd.ctr(
+    [
+      "run",
+      "-d",
+      "--runtime",
+      RUNTIME,
+      "--log-uri",
+      `file://${log}`,
+      IMAGE,
+      id,
+      "sh",
+      "-c",
+      script,
+    ],
+    { timeoutMs: 150_000 },
+  );
+  equal(r.code, 0, r.stderr);
+  await waitFor(`${id} to print ready`, async () => {
+    const text = await Deno.readTextFile(log).catch(() => "");
+    return text.includes("ready") || undefined;
+  }, 120_000);
+  return log;
+}
+
+/** `ctr events` running in the background: kill it, then read `text` (all it printed). */
+export function ctrEvents(
+  ctd: Containerd,
+): { kill(signo: Deno.Signal): void; status: Promise<Deno.CommandStatus>; text: Promise<string> } {
+  const events = ctd.spawnCtr(["events"]);
+  const text = new Response(events.stdout).text();
+  events.stderr.cancel();
+  return { kill: (signo) => events.kill(signo), status: events.status, text };
 }

@@ -139,13 +139,10 @@ Deno.test("--netns PATH (no CNI flags): pod IP served, egress from it; SIGKILL o
       const procs = [...(await procsMentioning(stateDir)).values()];
       assert.ok(procs.some((a) => /qemu-system/.test(a)), `QEMU of the run: ${procs}`);
       assert.ok(!procs.some((a) => /passt/.test(a)), `no passt on the pod interface: ${procs}`);
-    } catch (e) {
+    } finally {
       run.child.kill("SIGKILL");
       await run.done;
-      throw e;
     }
-    run.child.kill("SIGKILL");
-    await run.done;
     const ms = await waitProcsGone(stateDir, 30_000);
     console.log(`QEMU of the SIGKILLed run (in a pod netns) gone ${ms} ms after the kill`);
     // Its redirect is still in the netns: nobody was left to undo it.

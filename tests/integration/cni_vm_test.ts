@@ -23,7 +23,7 @@ import {
   tutorialLoopback,
   waitSigintHandler,
 } from "../helpers/cni_fixtures.ts";
-import { httpGet, nerdboxRun, type PodRun, waitFor } from "../helpers/pod_run.ts";
+import { httpGet, nerdboxRun, oneShotListener, type PodRun, waitFor } from "../helpers/pod_run.ts";
 
 /** `nerdbox run --backend qemu --cni` with `conf` and Debian's plugins, more `flags`, then `cmd`. */
 function cniRun(conf: string, rootfs: string, flags: string[], cmd: string[]): PodRun {
@@ -54,19 +54,10 @@ Deno.test("nerdbox run --cni: tutorial confs, guest egress leaves from the pod I
     "99-loopback.conf": tutorialLoopback(),
   });
   const ip = await outboundIp();
-  const listener = Deno.listen({ hostname: ip, port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
+  const listener = oneShotListener(ip);
+  const port = listener.port;
   try {
-    const accepted = (async () => {
-      const conn = await listener.accept();
-      const buf = new Uint8Array(64);
-      const n = await conn.read(buf);
-      conn.close();
-      return {
-        from: (conn.remoteAddr as Deno.NetAddr).hostname,
-        text: new TextDecoder().decode(buf.subarray(0, n ?? 0)).trim(),
-      };
-    })();
+    const accepted = listener.got;
     const run = cniRun(conf, rootfs, ["--name", "nbxcni-vm1"], [
       "sh",
       "-c",

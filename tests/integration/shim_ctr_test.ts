@@ -6,7 +6,13 @@
 import { equal, match, ok } from "node:assert/strict";
 import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/containerd.ts";
 import { exists } from "../../lib/fs.ts";
-import { assertNoLeftovers, processesWith, tasks } from "../helpers/shim_exec_env.ts";
+import {
+  assertNoLeftovers,
+  ctrEvents,
+  processesWith,
+  runDetached as detached,
+  tasks,
+} from "../helpers/shim_exec_env.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { underScript } from "../helpers/tty.ts";
 
@@ -78,9 +84,8 @@ async function startPasstInNetns(dir: string): Promise<NetFixture> {
 
 Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => {
   const ctd = await startContainerd();
-  const events = ctd.spawnCtr(["events"]);
-  const eventsOut = new Response(events.stdout).text();
-  events.stderr.cancel();
+  const events = ctrEvents(ctd);
+  const eventsOut = events.text;
   try {
     await importBusyboxImage(ctd);
 
@@ -188,20 +193,7 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
       await assertNoLeftovers(ctd, ["net1"]);
     });
 
-    /** `ctr run -d` with stdout/stderr in a file (--log-uri); resolves once `ready` is printed. */
-    const runDetached = async (id: string, script: string) => {
-      const log = `/run/${ctd.name}/${id}.log`;
-      const r = await ctd.ctr(
-        ["run", "-d", ...R, "--log-uri", `file://${log}`, IMAGE, id, "sh", "-c", script],
-        { timeoutMs: 150_000 },
-      );
-      equal(r.code, 0, r.stderr);
-      await waitFor(`${id} to print ready`, async () => {
-        const text = await Deno.readTextFile(log).catch(() => "");
-        return text.includes("ready") || undefined;
-      }, 120_000);
-      return log;
-    };
+    const runDetached = (id: string, script: string) => detached(ctd, id, script);
 
     await t.step(
       "kill delivers SIGTERM to the workload; task ls, delete, exit status",

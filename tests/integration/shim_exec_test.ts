@@ -5,7 +5,13 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/containerd.ts";
-import { assertNoLeftovers, tasks, waitFor } from "../helpers/shim_exec_env.ts";
+import {
+  assertNoLeftovers,
+  ctrEvents,
+  runDetached,
+  tasks,
+  waitFor,
+} from "../helpers/shim_exec_env.ts";
 import { underScript } from "../helpers/tty.ts";
 
 const R = ["--runtime", RUNTIME];
@@ -13,32 +19,12 @@ const ID = "xc1";
 
 Deno.test("ctr task exec runs extra processes in a nerdbox microVM", async (t) => {
   const ctd = await startContainerd("nerdbox-shim-exec");
-  const events = ctd.spawnCtr(["events"]);
-  const eventsOut = new Response(events.stdout).text();
-  events.stderr.cancel();
+  const events = ctrEvents(ctd);
+  const eventsOut = events.text;
   const log = `/run/${ctd.name}/${ID}.log`;
   try {
     await importBusyboxImage(ctd);
-    const run = await ctd.ctr(
-      [
-        "run",
-        "-d",
-        ...R,
-        "--log-uri",
-        `file://${log}`,
-        IMAGE,
-        ID,
-        "sh",
-        "-c",
-        "echo ready; exec sleep 1000",
-      ],
-      { timeoutMs: 150_000 },
-    );
-    equal(run.code, 0, run.stderr);
-    await waitFor("the workload to print ready", async () => {
-      const text = await Deno.readTextFile(log).catch(() => "");
-      return text.includes("ready") || undefined;
-    }, 120_000);
+    await runDetached(ctd, ID, "echo ready; exec sleep 1000");
     const exec = (args: string[]) => ctd.ctr(["task", "exec", ...args], { timeoutMs: 60_000 });
 
     await t.step("exec echo: output and status 0", async () => {

@@ -13,7 +13,13 @@ import {
   RUNTIME,
   startContainerd,
 } from "../helpers/containerd.ts";
-import { assertNoLeftovers, tasks, waitFor } from "../helpers/shim_exec_env.ts";
+import {
+  assertNoLeftovers,
+  ctrEvents,
+  runDetached,
+  tasks,
+  waitFor,
+} from "../helpers/shim_exec_env.ts";
 import { type Provider, startPasst } from "../helpers/providers.ts";
 import { startGvproxyBinary } from "../helpers/gvproxy_bin.ts";
 import { assertSessionLeader, underScript } from "../helpers/tty.ts";
@@ -28,9 +34,8 @@ for (const line of CONTAINERD_LINES) {
 
 async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<void> {
   const ctd = await startContainerd(`nerdbox-shim-v${line.replace(".", "")}`, line);
-  const events = ctd.spawnCtr(["events"]);
-  const eventsOut = new Response(events.stdout).text();
-  events.stderr.cancel();
+  const events = ctrEvents(ctd);
+  const eventsOut = events.text;
   try {
     if (line.startsWith("2.")) {
       await t.step("ctr plugins inspect-runtime shows the shim's RuntimeInfo (-info)", async () => {
@@ -131,28 +136,7 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
     });
 
     await t.step("run -d, exec, kill, delete", async () => {
-      const log = `/run/${ctd.name}/vd1.log`;
-      const r = await ctd.ctr(
-        [
-          "run",
-          "-d",
-          ...R,
-          "--log-uri",
-          `file://${log}`,
-          IMAGE,
-          "vd1",
-          "sh",
-          "-c",
-          "echo ready; exec sleep 1000",
-        ],
-        { timeoutMs: 150_000 },
-      );
-      equal(r.code, 0, r.stderr);
-      await waitFor(
-        "vd1 to print ready",
-        async () => (await Deno.readTextFile(log).catch(() => "")).includes("ready") || undefined,
-        120_000,
-      );
+      const log = await runDetached(ctd, "vd1", "echo ready; exec sleep 1000");
       const x = await ctd.ctr([
         "task",
         "exec",
