@@ -88,3 +88,15 @@ export function ctrEvents(
   events.stderr.cancel();
   return { kill: (signo) => events.kill(signo), status: events.status, text };
 }
+
+/** `ctr run --rm` as `id` of a workload that writes to both streams and exits 3: all comes through. */
+export async function checkRunOutput(ctd: Containerd, id: string): Promise<void> {
+  const r = await ctd.ctr(
+    ["run", "--rm", "--runtime", RUNTIME, IMAGE, id, "sh", "-c", "echo out; echo err >&2; exit 3"],
+    { timeoutMs: 150_000 },
+  );
+  equal(r.stdout, "out\n");
+  equal(r.stderr, "err\n");
+  equal(r.code, 3);
+  await assertNoLeftovers(ctd, [id]);
+}

@@ -161,24 +161,15 @@ Deno.test("faults: a provider that accepts but never reads does not block the ru
       for await (const c of listener) held.push(c);
     })().catch(() => {});
     try {
-      const r = await nerdbox([
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "qemu",
-        "--accel",
-        "tcg",
-        "--net",
-        `socket=${sock},mode=unixstream,mac=02:00:00:00:00:43,addr=10.99.0.2/24`,
-        rootfs,
-        "--",
-        "/bin/sh",
-        "-c",
-        // Flood the NIC in the background (its frames pile up in a socket nobody reads; the
-        // flooder itself may block in sendto), then exit: the VM must still power off.
-        "(ping -c 100000 -i 0.001 10.99.0.1 >/dev/null 2>&1 &); sleep 3; echo finished",
-      ]);
+      // Flood the NIC in the background (its frames pile up in a socket nobody reads; the
+      // flooder itself may block in sendto), then exit: the VM must still power off.
+      const flood = "(ping -c 100000 -i 0.001 10.99.0.1 >/dev/null 2>&1 &); sleep 3; echo finished";
+      const r = await nerdbox(runArgv(rootfs, ["/bin/sh", "-c", flood], {
+        name: id,
+        backend: "qemu",
+        accel: "tcg",
+        flags: ["--net", `socket=${sock},mode=unixstream,mac=02:00:00:00:00:43,addr=10.99.0.2/24`],
+      }));
       equal(r.code, 0, r.stderr);
       equal(r.stdout, "finished\n");
     } finally {

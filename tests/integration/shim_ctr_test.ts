@@ -8,6 +8,7 @@ import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/
 import { exists } from "../../lib/fs.ts";
 import {
   assertNoLeftovers,
+  checkRunOutput,
   ctrEvents,
   processesWith,
   runDetached as detached,
@@ -89,16 +90,7 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
   try {
     await importBusyboxImage(ctd);
 
-    await t.step("exit code, stdout and stderr come through", async () => {
-      const r = await ctd.ctr(
-        ["run", "--rm", ...R, IMAGE, "ex1", "sh", "-c", "echo out-line; echo err-line >&2; exit 3"],
-        { timeoutMs: 150_000 },
-      );
-      equal(r.stdout, "out-line\n");
-      equal(r.stderr, "err-line\n");
-      equal(r.code, 3);
-      await assertNoLeftovers(ctd, ["ex1"]);
-    });
+    await t.step("exit code, stdout and stderr come through", () => checkRunOutput(ctd, "ex1"));
 
     await t.step(
       "stdin flows in (CloseIO at EOF); all of a large output precedes Wait",
