@@ -18,6 +18,23 @@ export const DENO = `${ROOT}bin/deno`;
 /** The guest entry point. */
 export const GUEST_MAIN = `${ROOT}guest/main.ts`;
 
+/** Deno running guest/main.ts on the host, talking over the channel socket `sock`. */
+export function guestInitArgv(sock: string, workDir: string): string[] {
+  return [
+    DENO,
+    "run",
+    "-A",
+    "--no-check",
+    "--cached-only",
+    "--no-config",
+    GUEST_MAIN,
+    "--channel",
+    sock,
+    "--work-dir",
+    workDir,
+  ];
+}
+
 /** Runs a command (argv, no shell); throws with its stderr on failure; returns stdout. */
 export async function run(cmd: string, args: string[], allowFail = false): Promise<string> {
   const out = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
@@ -123,17 +140,7 @@ export async function runGuest(o: RunGuestOptions): Promise<GuestRun> {
   const child = new Deno.Command(o.prefix[0], {
     args: [
       ...o.prefix.slice(1),
-      DENO,
-      "run",
-      "-A",
-      "--no-check",
-      "--cached-only",
-      "--no-config",
-      GUEST_MAIN,
-      "--channel",
-      sock,
-      "--work-dir",
-      `${dir}/work`,
+      ...guestInitArgv(sock, `${dir}/work`),
       ...extra,
     ],
     stdin: "null",
