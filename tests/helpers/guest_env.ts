@@ -11,6 +11,7 @@ import {
   type GuestConfig,
   MsgType,
 } from "../../lib/guest_protocol.ts";
+import { concat } from "../../guest/netlink.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 /** The repository's Deno. */
@@ -202,16 +203,6 @@ export async function runGuest(o: RunGuestOptions): Promise<GuestRun> {
     listener.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 /** Encodes a JSON frame (re-export for tests). */

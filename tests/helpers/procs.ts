@@ -1,4 +1,5 @@
 /** The one /proc scanner of the tests: processes, their argv and their stat fields. */
+import { type ProcRef, procRef } from "../../lib/vm/run_state.ts";
 
 /** One process as /proc shows it. */
 export interface ProcInfo {
@@ -58,4 +59,13 @@ export async function childrenOf(pid: number): Promise<number[]> {
     if (Number((await procStat(p.pid))?.[1]) === pid) out.push(p.pid);
   }
   return out;
+}
+
+/** The identity (pid and start time) of a process that has exited: a dead owner for run records. */
+export async function deadProcRef(): Promise<ProcRef> {
+  const c = new Deno.Command("sleep", { args: ["30"], stdout: "null", stderr: "null" }).spawn();
+  const ref = procRef(c.pid)!;
+  c.kill("SIGKILL");
+  await c.status;
+  return ref;
 }
