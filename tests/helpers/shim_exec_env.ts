@@ -100,3 +100,12 @@ export async function checkRunOutput(ctd: Containerd, id: string): Promise<void>
   equal(r.code, 3);
   await assertNoLeftovers(ctd, [id]);
 }
+
+/** Waits until `ctr task ls` shows task `id` STOPPED. */
+export async function waitStopped(ctd: Containerd, id: string, ms = 60_000): Promise<void> {
+  await waitFor(
+    `${id} to stop`,
+    async () => (await tasks(ctd))[id]?.[1] === "STOPPED" || undefined,
+    ms,
+  );
+}

@@ -13,6 +13,7 @@ import {
   processesWith,
   runDetached as detached,
   tasks,
+  waitStopped,
 } from "../helpers/shim_exec_env.ts";
 import { waitFor } from "../helpers/wait.ts";
 import { underScript } from "../helpers/tty.ts";
@@ -201,10 +202,7 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
         ok(pid > 0);
         const kill = await ctd.ctr(["task", "kill", "k1"]); // SIGTERM
         equal(kill.code, 0, kill.stderr);
-        await waitFor(
-          "k1 to stop",
-          async () => (await tasks(ctd)).k1?.[1] === "STOPPED" || undefined,
-        );
+        await waitStopped(ctd, "k1");
         match(await Deno.readTextFile(log), /ready\ngot-term\n/);
         const del = await ctd.ctr(["task", "delete", "k1"]);
         equal(del.code, 0, del.stderr);
@@ -229,17 +227,11 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
         equal((await processesWith(socket)).length, 1, "exactly one shim daemon");
         const t0 = await tasks(ctd);
         Deno.kill(t0.m1[0], "SIGKILL"); // the VMM of m1 dies
-        await waitFor(
-          "m1 to stop",
-          async () => (await tasks(ctd)).m1?.[1] === "STOPPED" || undefined,
-        );
+        await waitStopped(ctd, "m1");
         equal((await tasks(ctd)).m2[1], "RUNNING");
         const k = await ctd.ctr(["task", "kill", "-s", "SIGKILL", "m2"]);
         equal(k.code, 0, k.stderr);
-        await waitFor(
-          "m2 to stop",
-          async () => (await tasks(ctd)).m2?.[1] === "STOPPED" || undefined,
-        );
+        await waitStopped(ctd, "m2");
         for (const id of ["m1", "m2"]) {
           equal((await ctd.ctr(["task", "delete", id])).code, 0);
           equal((await ctd.ctr(["container", "rm", id])).code, 0);

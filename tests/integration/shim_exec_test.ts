@@ -11,6 +11,7 @@ import {
   runDetached,
   tasks,
   waitFor,
+  waitStopped,
 } from "../helpers/shim_exec_env.ts";
 import { underScript } from "../helpers/tty.ts";
 
@@ -120,10 +121,7 @@ Deno.test("ctr task exec runs extra processes in a nerdbox microVM", async (t) =
       const k = await ctd.ctr(["task", "kill", "-s", "SIGKILL", ID]);
       equal(k.code, 0, k.stderr);
       equal((await attachedOut).code, 137);
-      await waitFor(
-        "the task to stop",
-        async () => (await tasks(ctd))[ID]?.[1] === "STOPPED" || undefined,
-      );
+      await waitStopped(ctd, ID);
       equal((await ctd.ctr(["task", "delete", ID])).code, 0);
       equal((await ctd.ctr(["container", "rm", ID])).code, 0);
       await assertNoLeftovers(ctd, [ID]);

@@ -19,7 +19,7 @@ import {
   ctrEvents,
   runDetached,
   tasks,
-  waitFor,
+  waitStopped,
 } from "../helpers/shim_exec_env.ts";
 import { type Provider, startPasst } from "../helpers/providers.ts";
 import { startGvproxyBinary } from "../helpers/gvproxy_bin.ts";
@@ -110,11 +110,7 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
       const t0 = Date.now();
       const k = await ctd.ctr(["task", "kill", "-s", "SIGKILL", "vk1"]);
       equal(k.code, 0, k.stderr);
-      await waitFor(
-        "vk1 to stop",
-        async () => (await tasks(ctd)).vk1?.[1] === "STOPPED" || undefined,
-        5_000,
-      );
+      await waitStopped(ctd, "vk1", 5_000);
       console.log(`containerd ${line}: SIGKILL during boot → STOPPED after ${Date.now() - t0} ms`);
       equal(
         (await Deno.readTextFile(log).catch(() => "")).includes("began"),
@@ -146,10 +142,7 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
       equal((await tasks(ctd)).vd1[1], "RUNNING");
       const k = await ctd.ctr(["task", "kill", "-s", "SIGKILL", "vd1"]);
       equal(k.code, 0, k.stderr);
-      await waitFor(
-        "vd1 to stop",
-        async () => (await tasks(ctd)).vd1?.[1] === "STOPPED" || undefined,
-      );
+      await waitStopped(ctd, "vd1");
       equal((await ctd.ctr(["task", "delete", "vd1"])).code, 0);
       equal((await ctd.ctr(["container", "rm", "vd1"])).code, 0);
       await Deno.remove(log).catch(() => {});
