@@ -7,19 +7,15 @@
  * the next run in the same netns sweeps the dead run's redirect and state dir.
  */
 import assert from "node:assert/strict";
-import { addNetworkList, delNetworkList } from "../../lib/net/cni.ts";
-import { pickCniNetwork } from "../../lib/net/cni_config.ts";
-import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
-import { createNamedNetns, deleteNamedNetns } from "../../lib/net/netns.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { assertHostUnchanged, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
 import {
-  DEBIAN_CNI_BIN,
   outboundIp,
   requireCniPlugins,
   tempDirWith,
   tutorialBridge,
   tutorialLoopback,
+  tutorialNetns,
 } from "../helpers/cni_fixtures.ts";
 import {
   httpGet,
@@ -52,17 +48,12 @@ Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at 
   const bundle = await Deno.makeTempDir({ prefix: "nbxpod-bundle-" });
   const state = await Deno.makeTempDir({ prefix: "nbxpod-state-" });
   const ns = `nbxpod-${crypto.randomUUID().slice(0, 8)}`;
-  const opts = { binDirs: [DEBIAN_CNI_BIN], cacheDir: `${state}/cache` };
-  const bridge = await pickCniNetwork(conf, "nbxpod1");
-  const lo = await pickCniNetwork(conf, "lo");
-  await recordHostBaseline(bridge, state);
-  const netns = await createNamedNetns(ns);
-  const rt = { containerId: ns, ifName: "eth0", netns: `/var/run/netns/${ns}` };
+  const pod = await tutorialNetns(conf, "nbxpod1", ns, state);
+  const netns = pod.netns;
   const ip = await outboundIp();
   const sink = oneShotListener(ip);
   try {
-    await addNetworkList(bridge, rt, opts);
-    await addNetworkList(lo, { ...rt, ifName: "lo" }, opts);
+    await pod.add();
     const nsBefore = await netnsState(netns);
     await makeBusyboxRootfs(`${bundle}/rootfs`);
     await Deno.writeTextFile(
@@ -76,7 +67,7 @@ Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at 
           env: ["PATH=/bin:/sbin:/usr/bin"],
         },
         hostname: "nbxpod-bundle",
-        linux: { namespaces: [{ type: "pid" }, { type: "network", path: rt.netns }] },
+        linux: { namespaces: [{ type: "pid" }, { type: "network", path: pod.path }] },
       }),
     );
     const run = nerdboxRun(["--backend", "qemu", "--bundle", bundle, "--name", ns]);
@@ -100,10 +91,7 @@ Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at 
     assert.equal(await netnsState(netns), nsBefore);
   } finally {
     sink.close();
-    await delNetworkList(lo, { ...rt, ifName: "lo" }, opts).catch(() => {});
-    await delNetworkList(bridge, rt, opts).catch(() => {});
-    await deleteNamedNetns(ns);
-    await cleanupHost(state);
+    await pod.teardown();
     for (const d of [conf, bundle, state]) await Deno.remove(d, { recursive: true });
   }
   await assertHostUnchanged(before);

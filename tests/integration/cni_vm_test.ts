@@ -5,9 +5,6 @@
  * normal exit, SIGINT and SIGTERM all leave the host as it was. Failures are checked at the CLI.
  */
 import assert from "node:assert/strict";
-import { addNetworkList, delNetworkList } from "../../lib/net/cni.ts";
-import { pickCniNetwork } from "../../lib/net/cni_config.ts";
-import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
 import { createNamedNetns, deleteNamedNetns } from "../../lib/net/netns.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { assertHostUnchanged, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
@@ -21,6 +18,7 @@ import {
   tempDirWith,
   tutorialBridge,
   tutorialLoopback,
+  tutorialNetns,
   waitSigintHandler,
 } from "../helpers/cni_fixtures.ts";
 import { httpGet, nerdboxRun, oneShotListener, type PodRun, waitFor } from "../helpers/pod_run.ts";
@@ -199,16 +197,11 @@ Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepa
   const bundle = await Deno.makeTempDir({ prefix: "nbxcni-bundle-" });
   const state = await Deno.makeTempDir({ prefix: "nbxcni-state-" });
   const ns = "nbxcni-bundle";
-  const opts = { binDirs: [DEBIAN_CNI_BIN], cacheDir: `${state}/cache` };
-  const bridge = await pickCniNetwork(conf, "nbxcnivm6");
-  const lo = await pickCniNetwork(conf, "lo");
-  await recordHostBaseline(bridge, state);
-  const netns = await createNamedNetns(ns);
-  const rt = { containerId: ns, ifName: "eth0", netns: `/var/run/netns/${ns}` };
+  const pod = await tutorialNetns(conf, "nbxcnivm6", ns, state);
+  const netns = pod.netns;
   try {
     // the tutorial: ADD bridge as eth0 and loopback as lo, then hand the path to the runtime
-    await addNetworkList(bridge, rt, opts);
-    await addNetworkList(lo, { ...rt, ifName: "lo" }, opts);
+    await pod.add();
     await makeBusyboxRootfs(`${bundle}/rootfs`);
     await Deno.writeTextFile(
       `${bundle}/config.json`,
@@ -217,7 +210,7 @@ Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepa
         root: { path: "rootfs" },
         process: { args: ["sh", "-c", HTTPD], cwd: "/", env: ["PATH=/bin:/sbin:/usr/bin"] },
         hostname: "nbxcni-bundle",
-        linux: { namespaces: [{ type: "pid" }, { type: "network", path: rt.netns }] },
+        linux: { namespaces: [{ type: "pid" }, { type: "network", path: pod.path }] },
       }),
     );
     const run = nerdboxRun([
@@ -245,10 +238,7 @@ Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepa
     // nerdbox joined the netns but does not own it: it is still there, still attached
     await Deno.stat(netns);
   } finally {
-    await delNetworkList(lo, { ...rt, ifName: "lo" }, opts).catch(() => {});
-    await delNetworkList(bridge, rt, opts).catch(() => {});
-    await deleteNamedNetns(ns);
-    await cleanupHost(state);
+    await pod.teardown();
     for (const d of [conf, bundle, state]) await Deno.remove(d, { recursive: true });
   }
   await assertHostUnchanged(before);
