@@ -4,6 +4,7 @@
  * ports, attached to one cgroup directory. The instructions are assembled here (no compiler): load
  * `bpf_sock_addr.user_port`, compare it with each allowed port, return 1 (allow) or 0 (EPERM).
  */
+import { cstr, errnoText, libc, ptrValue } from "./libc.ts";
 
 const SYS_BPF = 321n; // x86_64
 const BPF_PROG_LOAD = 5n;
@@ -15,27 +16,6 @@ export const BPF_CGROUP_INET4_BIND = 8;
 export const BPF_CGROUP_INET6_BIND = 9;
 /** `offsetof(struct bpf_sock_addr, user_port)` (network byte order in the low 16 bits). */
 const USER_PORT_OFFSET = 24;
-
-const LIBC = {
-  syscall: { parameters: ["i64", "i64", "buffer", "i64"], result: "i64" },
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-  strerror: { parameters: ["i32"], result: "pointer" },
-} as const satisfies Deno.ForeignLibraryInterface;
-
-let libc: Deno.DynamicLibrary<typeof LIBC> | undefined;
-function c(): Deno.DynamicLibrary<typeof LIBC>["symbols"] {
-  libc ??= Deno.dlopen("libc.so.6", LIBC);
-  return libc.symbols;
-}
-
-function errnoText(): string {
-  const p = c().__errno_location();
-  const errno = p ? new Deno.UnsafePointerView(p).getInt32() : 0;
-  const s = c().strerror(errno);
-  return `${s ? Deno.UnsafePointerView.getCString(s) : "unknown error"} (errno ${errno})`;
-}
 
 /** One eBPF instruction: opcode, dst/src registers, offset, immediate. */
 function insn(code: number, dst: number, src: number, off: number, imm: number): Uint8Array {
@@ -65,10 +45,6 @@ export function bindFilterProgram(ports: number[]): Uint8Array {
   return out;
 }
 
-function ptr(buf: Uint8Array): bigint {
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf as Uint8Array<ArrayBuffer>)));
-}
-
 /** Loads the program for one attach type; returns its fd. */
 function loadProgram(ports: number[], attachType: number): number {
   const prog = bindFilterProgram(ports);
@@ -77,11 +53,11 @@ function loadProgram(ports: number[], attachType: number): number {
   const v = new DataView(attr.buffer);
   v.setUint32(0, BPF_PROG_TYPE_CGROUP_SOCK_ADDR, true);
   v.setUint32(4, prog.length / 8, true);
-  v.setBigUint64(8, ptr(prog), true);
-  v.setBigUint64(16, ptr(license), true);
+  v.setBigUint64(8, ptrValue(prog), true);
+  v.setBigUint64(16, ptrValue(license), true);
   attr.set(new TextEncoder().encode("nerdbox_tsi"), 48);
   v.setUint32(68, attachType, true);
-  const fd = Number(c().syscall(SYS_BPF, BPF_PROG_LOAD, attr, BigInt(attr.length)));
+  const fd = Number(libc().syscall(SYS_BPF, BPF_PROG_LOAD, attr, BigInt(attr.length)));
   if (fd < 0) throw new Error(`bpf(BPF_PROG_LOAD, bind filter): ${errnoText()}`);
   return fd;
 }
@@ -91,7 +67,7 @@ function loadProgram(ports: number[], attachType: number): number {
  * `cgroupDir`: every process in it (and below) gets EPERM from bind() to any other port.
  */
 export function attachBindFilter(cgroupDir: string, ports: number[]): void {
-  const dirFd = c().open(new TextEncoder().encode(`${cgroupDir}\0`), 0o200000 /* O_DIRECTORY */);
+  const dirFd = libc().open(cstr(cgroupDir), 0o200000, /* O_DIRECTORY */ 0);
   if (dirFd < 0) throw new Error(`open(${cgroupDir}): ${errnoText()}`);
   try {
     for (const type of [BPF_CGROUP_INET4_BIND, BPF_CGROUP_INET6_BIND]) {
@@ -102,14 +78,14 @@ export function attachBindFilter(cgroupDir: string, ports: number[]): void {
         v.setUint32(0, dirFd, true);
         v.setUint32(4, progFd, true);
         v.setUint32(8, type, true);
-        if (Number(c().syscall(SYS_BPF, BPF_PROG_ATTACH, attr, BigInt(attr.length))) < 0) {
+        if (Number(libc().syscall(SYS_BPF, BPF_PROG_ATTACH, attr, BigInt(attr.length))) < 0) {
           throw new Error(`bpf(BPF_PROG_ATTACH, ${cgroupDir}): ${errnoText()}`);
         }
       } finally {
-        c().close(progFd); // the attachment holds the program
+        libc().close(progFd); // the attachment holds the program
       }
     }
   } finally {
-    c().close(dirFd);
+    libc().close(dirFd);
   }
 }

@@ -2,6 +2,7 @@
  * libc calls Deno lacks for network namespaces: open/setns/close, fstatfs (nsfs magic) and the
  * NS_GET_NSTYPE ioctl. Loaded lazily; needs `--allow-ffi` and root (CAP_SYS_ADMIN) for setns.
  */
+import { cstr, errno, libc, strerror } from "./libc.ts";
 
 /** `CLONE_NEWNET`: the nstype argument of setns(2) for network namespaces. */
 export const CLONE_NEWNET = 0x40000000;
@@ -14,53 +15,21 @@ const O_CLOEXEC = 0o2000000;
 /** ioctl(2) request `_IO(0xb7, 0x3)`: which kind of namespace an nsfs fd refers to. */
 const NS_GET_NSTYPE = 0xb703n;
 
-const SYMBOLS = {
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  setns: { parameters: ["i32", "i32"], result: "i32" },
-  fstatfs: { parameters: ["i32", "buffer"], result: "i32" },
-  ioctl: { parameters: ["i32", "u64"], result: "i32" },
-  strerror: { parameters: ["i32"], result: "pointer" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
-
-function libc(): Deno.DynamicLibrary<typeof SYMBOLS>["symbols"] {
-  lib ??= Deno.dlopen("libc.so.6", SYMBOLS);
-  return lib.symbols;
-}
-
 /** An OS error from a libc call, with errno and its text. */
 export class LibcError extends Error {
   /** The errno value. */
   readonly errno: number;
   constructor(call: string, errno: number) {
-    super(`${call}: ${errnoText(errno)} (errno ${errno})`);
+    super(`${call}: ${strerror(errno)} (errno ${errno})`);
     this.name = "LibcError";
     this.errno = errno;
   }
 }
 
-function errno(): number {
-  const p = libc().__errno_location();
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
-}
-
-function errnoText(code: number): string {
-  const p = libc().strerror(code);
-  return p === null ? "unknown error" : new Deno.UnsafePointerView(p).getCString();
-}
-
-function cstr(s: string): Uint8Array<ArrayBuffer> {
-  if (s.includes("\0")) throw new TypeError(`path contains a NUL byte: ${JSON.stringify(s)}`);
-  return new TextEncoder().encode(s + "\0");
-}
-
 /** Opens `path` read-only with O_CLOEXEC (and O_NOFOLLOW unless `follow`); returns the fd. */
 export function openNs(path: string, follow: boolean): number {
   const flags = O_RDONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW);
-  const fd = libc().open(cstr(path), flags);
+  const fd = libc().open(cstr(path), flags, 0);
   if (fd < 0) throw new LibcError(`open ${JSON.stringify(path)}`, errno());
   return fd;
 }
@@ -84,7 +53,7 @@ export function fsMagic(fd: number): number {
 
 /** CLONE_NEW* type of the namespace an nsfs fd refers to. */
 export function nsType(fd: number): number {
-  const r = libc().ioctl(fd, NS_GET_NSTYPE);
+  const r = libc().ioctl(fd, NS_GET_NSTYPE, 0n);
   if (r < 0) throw new LibcError("ioctl(NS_GET_NSTYPE)", errno());
   return r;
 }

@@ -11,29 +11,7 @@ const SOCK_STREAM = 1;
 const SOL_SOCKET = 1;
 const SCM_RIGHTS = 1;
 
-const SYMBOLS = {
-  posix_openpt: { parameters: ["i32"], result: "i32" },
-  grantpt: { parameters: ["i32"], result: "i32" },
-  unlockpt: { parameters: ["i32"], result: "i32" },
-  ptsname_r: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  sendmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
-  close: { parameters: ["i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
-
-function libc() {
-  lib ??= Deno.dlopen("libc.so.6", SYMBOLS);
-  return lib.symbols;
-}
-
-function errno(): number {
-  const p = libc().__errno_location();
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
-}
+import { errno, libc, ptrValue } from "./libc.ts";
 
 /** A pty pair: the master fd (ours to send or close) and the slave's path. */
 export interface Pty {
@@ -61,10 +39,6 @@ export function openPty(): Pty {
 /** Closes an fd this module returned. */
 export function closeFd(fd: number): void {
   libc().close(fd);
-}
-
-function ptrValue(buf: Uint8Array): bigint {
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf as Uint8Array<ArrayBuffer>)));
 }
 
 /** Connects to the UNIX stream socket `path` and sends `fd` with SCM_RIGHTS (payload: its name). */

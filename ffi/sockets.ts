@@ -2,6 +2,7 @@
  * libc socket calls Deno has no API for: a UNIX socket of any type, connect() to a path, and the
  * errno it failed with. Used to probe providers' sockets without talking to them.
  */
+import { errno, libc } from "./libc.ts";
 
 /** AF_UNIX. */
 export const AF_UNIX = 1;
@@ -28,34 +29,6 @@ export const Errno = {
 } as const;
 
 const SUN_PATH_SIZE = 108;
-
-let lib:
-  | Deno.DynamicLibrary<{
-    socket: { parameters: ["i32", "i32", "i32"]; result: "i32" };
-    connect: { parameters: ["i32", "buffer", "u32"]; result: "i32" };
-    bind: { parameters: ["i32", "buffer", "u32"]; result: "i32" };
-    listen: { parameters: ["i32", "i32"]; result: "i32" };
-    close: { parameters: ["i32"]; result: "i32" };
-    __errno_location: { parameters: []; result: "pointer" };
-  }>
-  | undefined;
-
-function libc() {
-  lib ??= Deno.dlopen("libc.so.6", {
-    socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-    connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-    bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-    listen: { parameters: ["i32", "i32"], result: "i32" },
-    close: { parameters: ["i32"], result: "i32" },
-    __errno_location: { parameters: [], result: "pointer" },
-  });
-  return lib.symbols;
-}
-
-function errno(): number {
-  const p = libc().__errno_location();
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
-}
 
 /** A `struct sockaddr_un` for `path` and its length; throws if the path does not fit. */
 export function sockaddrUn(path: string): { addr: Uint8Array; len: number } {

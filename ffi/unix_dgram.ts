@@ -3,36 +3,12 @@
  * datagram to a path, receive with the sender's path. Used for the vfkit `VFKT` handshake and by
  * datagram test peers.
  */
+import { errno, libc } from "./libc.ts";
 import { sockaddrUn } from "./sockets.ts";
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
 const SOCK_CLOEXEC = 0o2000000;
-
-const SYMBOLS = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
-  recvfrom: {
-    parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"],
-    result: "isize",
-    nonblocking: true,
-  },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-} as const;
-
-let lib: Deno.DynamicLibrary<typeof SYMBOLS> | undefined;
-function libc() {
-  lib ??= Deno.dlopen("libc.so.6", SYMBOLS);
-  return lib.symbols;
-}
-
-function errno(): number {
-  const p = libc().__errno_location();
-  return p === null ? 0 : new Deno.UnsafePointerView(p).getInt32();
-}
 
 /** A bound AF_UNIX datagram socket. */
 export class UnixDgram {
@@ -88,7 +64,7 @@ export class UnixDgram {
       const from = new Uint8Array(110);
       const fromLen = new Uint32Array([110]);
       const n = Number(
-        await libc().recvfrom(this.fd, buf, 65536n, 0, from, new Uint8Array(fromLen.buffer)),
+        await libc().recvfrom_nb(this.fd, buf, 65536n, 0, from, new Uint8Array(fromLen.buffer)),
       );
       if (n >= 0) {
         const len = new Uint32Array(fromLen.buffer)[0];

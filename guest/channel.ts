@@ -11,6 +11,7 @@ import {
   type Frame,
   FrameDecoder,
 } from "../lib/guest_protocol.ts";
+import { exists } from "../lib/fs.ts";
 
 /** A byte transport under the channel. */
 interface Transport {
@@ -136,14 +137,5 @@ export async function findVirtioPort(name: string, timeoutMs: number): Promise<s
       );
     }
     await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
   }
 }

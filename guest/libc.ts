@@ -1,105 +1,13 @@
 /**
- * FFI bindings to glibc for what Deno lacks in the guest: mount, chroot, sockets (netlink,
- * packet), reboot, waitid, ptys, dup2. Every wrapper throws an Errno naming the call on failure.
+ * glibc calls Deno lacks in the guest: mount, chroot, sockets (netlink, packet), reboot, waitid,
+ * ptys, dup2, over the shared binding in ffi/libc.ts. Every wrapper throws an Errno naming the call
+ * on failure.
  */
 
-const LIBC_PATHS = ["libc.so.6", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/libc.so.6"];
+import { cstr, errno, libc, strerror as libcStrerror } from "../ffi/libc.ts";
 
-const SYMBOLS = {
-  __errno_location: { parameters: [], result: "pointer" },
-  mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
-  umount2: { parameters: ["buffer", "i32"], result: "i32" },
-  chroot: { parameters: ["buffer"], result: "i32" },
-  chdir: { parameters: ["buffer"], result: "i32" },
-  sethostname: { parameters: ["buffer", "usize"], result: "i32" },
-  mknod: { parameters: ["buffer", "u32", "u64"], result: "i32" },
-  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  read_nb: {
-    name: "read",
-    parameters: ["i32", "buffer", "usize"],
-    result: "isize",
-    nonblocking: true,
-  },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  write_nb: {
-    name: "write",
-    parameters: ["i32", "buffer", "usize"],
-    result: "isize",
-    nonblocking: true,
-  },
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  bind: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
-  recvfrom: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"], result: "isize" },
-  recvfrom_nb: {
-    name: "recvfrom",
-    parameters: ["i32", "buffer", "usize", "i32", "buffer", "buffer"],
-    result: "isize",
-    nonblocking: true,
-  },
-  ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
-  ioctl_ptr: { name: "ioctl", parameters: ["i32", "u64", "buffer"], result: "i32" },
-  reboot: { parameters: ["i32"], result: "i32" },
-  kill: { parameters: ["i32", "i32"], result: "i32" },
-  waitid: { parameters: ["i32", "u32", "buffer", "i32"], result: "i32" },
-  waitpid: { parameters: ["i32", "buffer", "i32"], result: "i32" },
-  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
-  getpid: { parameters: [], result: "i32" },
-  dup: { parameters: ["i32"], result: "i32" },
-  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  dup2: { parameters: ["i32", "i32"], result: "i32" },
-  posix_openpt: { parameters: ["i32"], result: "i32" },
-  grantpt: { parameters: ["i32"], result: "i32" },
-  unlockpt: { parameters: ["i32"], result: "i32" },
-  ptsname_r: { parameters: ["i32", "buffer", "usize"], result: "i32" },
-  strerror: { parameters: ["i32"], result: "pointer" },
-} as const;
-
-type Lib = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
-type Name = keyof typeof SYMBOLS;
-let lib: Lib | undefined;
-const keep: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
-
-/**
- * libc, each symbol bound on first use (Deno compiles a trampoline per bound symbol, which is
- * slow under TCG; the boot path uses about half of them). The library is found once, before
- * chroot; later binds reuse the already-loaded object by its path (no file access).
- */
-export function libc(): Lib {
-  if (lib) return lib;
-  let path: string | undefined;
-  let last: unknown;
-  for (const candidate of LIBC_PATHS) {
-    try {
-      keep.push(Deno.dlopen(candidate, { getpid: SYMBOLS.getpid }));
-      path = candidate;
-      break;
-    } catch (err) {
-      last = err;
-    }
-  }
-  if (!path) throw new Error(`cannot load libc (tried ${LIBC_PATHS.join(", ")}): ${last}`);
-  const found = path;
-  const out = {} as Record<Name, unknown>;
-  for (const name of Object.keys(SYMBOLS) as Name[]) {
-    let fn: unknown;
-    Object.defineProperty(out, name, {
-      get() {
-        if (fn === undefined) {
-          const dl = Deno.dlopen(found, { [name]: SYMBOLS[name] } as Deno.ForeignLibraryInterface);
-          keep.push(dl);
-          fn = dl.symbols[name];
-        }
-        return fn;
-      },
-    });
-  }
-  lib = out as Lib;
-  return lib;
-}
+/** The shared libc binding; the guest calls it once before chroot so the library is found. */
+export { libc };
 
 /** errno values the guest reacts to. */
 export const E = {
@@ -123,27 +31,12 @@ export class Errno extends Error {
   }
 }
 
-/** The calling thread's errno (read right after a failed synchronous call). */
-export function errno(): number {
-  const p = libc().__errno_location();
-  return p ? new Deno.UnsafePointerView(p).getInt32() : 0;
-}
-
 function strerror(code: number): string {
   try {
-    const p = libc().strerror(code);
-    return p ? Deno.UnsafePointerView.getCString(p) : `errno ${code}`;
+    return libcStrerror(code);
   } catch {
     return `errno ${code}`;
   }
-}
-
-/** NUL-terminated UTF-8 bytes for a C string argument. */
-export function cstr(s: string): Uint8Array<ArrayBuffer> {
-  const b = new TextEncoder().encode(s);
-  const out = new Uint8Array(b.length + 1);
-  out.set(b);
-  return out;
 }
 
 function check(rc: number | bigint, call: string, what = ""): number {

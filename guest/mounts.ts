@@ -7,6 +7,7 @@ import { mountErofsLayers } from "./erofs.ts";
 import * as c from "./libc.ts";
 import type { GuestRootfs } from "../lib/guest_protocol.ts";
 import { mountVirtiofs } from "./virtiofs.ts";
+import { existsSync } from "../lib/fs.ts";
 
 /** A rootfs setup failure (GuestErrorKind "rootfs"). */
 export class RootfsError extends Error {
@@ -132,7 +133,7 @@ export function ensureBaseMounts(log: (line: string) => void): string[] {
       log(`mount ${m.target} (${m.fstype}) failed: ${err instanceof Error ? err.message : err}`);
     }
   }
-  if (present("/dev/pts") && !exists("/dev/ptmx")) {
+  if (present("/dev/pts") && !existsSync("/dev/ptmx")) {
     try {
       Deno.symlinkSync("pts/ptmx", "/dev/ptmx");
     } catch { /* best effort */ }
@@ -142,15 +143,6 @@ export function ensureBaseMounts(log: (line: string) => void): string[] {
 
 function present(target: string): boolean {
   return mountPoints().has(target);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Where init keeps what it makes (a tmpfs); dev mode may move it. */
@@ -185,10 +177,10 @@ export function mountRootfs(rootfs: GuestRootfs): string {
     const lower = `${WORK_DIR}/lower`, upper = `${WORK_DIR}/upper`, work = `${WORK_DIR}/work`;
     for (const d of [lower, upper, work]) mkdirp(d);
     const deadline = Date.now() + 2000;
-    while (!exists(rootfs.device) && Date.now() < deadline) {
+    while (!existsSync(rootfs.device) && Date.now() < deadline) {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
     }
-    if (!exists(rootfs.device)) throw new Error(`block device ${rootfs.device} does not exist`);
+    if (!existsSync(rootfs.device)) throw new Error(`block device ${rootfs.device} does not exist`);
     c.mount(rootfs.device, lower, rootfs.fstype, c.MS.RDONLY, "");
     c.mount("overlay", root, "overlay", 0, `lowerdir=${lower},upperdir=${upper},workdir=${work}`);
     return root;
@@ -243,7 +235,7 @@ export function installEtcFiles(root: string, files: Record<string, string>): vo
     const src = `${staged}/${name}`, dst = `${root}/etc/${name}`;
     Deno.writeTextFileSync(src, text, { mode: 0o644 });
     try {
-      const st = exists(dst) ? Deno.lstatSync(dst) : undefined;
+      const st = existsSync(dst) ? Deno.lstatSync(dst) : undefined;
       if (st?.isSymlink) throw new Error("target is a symlink");
       if (!st) Deno.writeTextFileSync(dst, "");
       c.mount(src, dst, "", c.MS.BIND);

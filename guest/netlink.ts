@@ -71,7 +71,8 @@ export function u32(n: number): Uint8Array<ArrayBuffer> {
   return b;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+/** The bytes of `parts`, one after the other. */
+export function concat(parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let off = 0;
   for (const p of parts) {

@@ -224,19 +224,21 @@ export function startProcess(
     throw new ExecError(127, `exec: cwd "${cwd}": ${err instanceof Error ? err.message : err}`);
   }
   const program = resolveProgram(p.args[0], env, cwd);
-  return p.terminal
-    ? startTerminal(id, p, program, env, sink, owned)
-    : startPiped(id, p, program, env, sink, owned);
+  const launch = { id, p, program, env, sink, owned };
+  return p.terminal ? startTerminal(launch) : startPiped(launch);
 }
 
-function startPiped(
-  id: number,
-  p: GuestProcess,
-  program: string,
-  env: Record<string, string>,
-  sink: OutputSink,
-  owned: Set<number>,
-): Running {
+/** What starting one process needs: its frame id, spec, resolved program and environment. */
+interface Launch {
+  id: number;
+  p: GuestProcess;
+  program: string;
+  env: Record<string, string>;
+  sink: OutputSink;
+  owned: Set<number>;
+}
+
+function startPiped({ id, p, program, env, sink, owned }: Launch): Running {
   let child: Deno.ChildProcess;
   try {
     child = new Deno.Command(program, {
@@ -282,14 +284,7 @@ function signalPid(pid: number, signo: number): void {
   } catch { /* already gone */ }
 }
 
-function startTerminal(
-  id: number,
-  p: GuestProcess,
-  program: string,
-  env: Record<string, string>,
-  sink: OutputSink,
-  owned: Set<number>,
-): Running {
+function startTerminal({ id, p, program, env, sink, owned }: Launch): Running {
   // Deno.Command's "inherit" uses Deno's own saved stdio handles, so the slave cannot be slipped
   // in with dup2; node:child_process takes raw fds. Not `detached`: the helper's setsid() must
   // succeed without forking (the child is not a group leader), then TIOCSCTTY on stdin.

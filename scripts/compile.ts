@@ -2,6 +2,8 @@
  * `deno task compile`: builds the single binary dist/nerdbox (plus the containerd-shim-nerdbox-v1
  * symlink beside it). `deno compile` needs the denort runtime: it downloads it, or takes DENORT_BIN.
  */
+import { GUEST_SHARED_SOURCES } from "../lib/vm/guest_image.ts";
+
 const root = new URL("..", import.meta.url).pathname;
 const out = `${root}dist/nerdbox`;
 await Deno.mkdir(`${root}dist`, { recursive: true });
@@ -17,8 +19,7 @@ const result = await new Deno.Command(Deno.execPath(), {
     "--no-check",
     "--include",
     `${root}guest`,
-    "--include",
-    `${root}lib/guest_protocol.ts`,
+    ...GUEST_SHARED_SOURCES.flatMap((f) => ["--include", `${root}${f}`]),
     "--output",
     out,
     `${root}main.ts`,

@@ -4,6 +4,7 @@
  * then `dpkg -x` into /opt/nerdbox/containerd-<major.minor>. The packages' glibc needs are checked
  * against the host's. Idempotent: does nothing when both trees are present.
  */
+import { exists } from "../lib/fs.ts";
 
 /** Root of nerdbox's private installs. */
 export const PRIVATE_ROOT = "/opt/nerdbox";
@@ -42,10 +43,6 @@ async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
     throw new Error(`setup: ${cmd} ${args.join(" ")} failed (exit ${out.code}):\n${err}`);
   }
   return dec.decode(out.stdout);
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.lstat(path).then(() => true, () => false);
 }
 
 /** apt options that point every list, cache and status path at a private per-suite directory. */

@@ -2,6 +2,7 @@
  * Installs libkrun, libkrunfw and libgvproxy from the pinned npm package into /usr/local/lib, where
  * nerdbox looks for libkrun.so.1 without any flag.
  */
+import { exists } from "../lib/fs.ts";
 
 /** The npm package that ships the libkrun build nerdbox is developed and tested against. */
 export const LIBKRUN_PACKAGE = "@boxlite-ai/boxlite-linux-x64-gnu@0.2.11";
@@ -13,15 +14,6 @@ const FILES: Array<[string, string[]]> = [
   ["libkrunfw.so.5", []],
   ["libgvproxy.so", []],
 ];
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Installs the libraries unless every one is already in place. */
 export async function installLibkrun(): Promise<void> {

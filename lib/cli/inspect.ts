@@ -4,11 +4,12 @@
  * Exit codes: 0 valid, 2 any invalid annotation, 3 valid but a probe failed, 1 anything else.
  */
 import { parseArgs } from "node:util";
-import type { PortSpec, SpecError } from "../spec/types.ts";
+import type { SpecError } from "../spec/types.ts";
 import { formatSpecError, SpecValidationError } from "../spec/types.ts";
 import { ANNOTATION_PREFIX, networkKey, parseAnnotations } from "../spec/annotations.ts";
 import { configAnnotations, OciReadError, readConfigJson } from "../spec/oci.ts";
 import { formatCidr } from "../spec/cidr.ts";
+import { formatPort } from "../spec/ports.ts";
 import { formatFeatures } from "../spec/features.ts";
 import { formatResolvConf } from "../spec/dns.ts";
 import { DEFAULT_CPUS, DEFAULT_MEMORY_MIB } from "../spec/resources.ts";
@@ -420,14 +421,4 @@ export async function main(args: string[]): Promise<number> {
     console.error("nerdbox inspect: a probe failed");
   }
   return exitCodeOf(report);
-}
-
-/** `[IP:]HOST:GUEST/PROTO` of a published port. */
-function formatPort(p: PortSpec): string {
-  const ip = p.hostIp === undefined
-    ? ""
-    : p.hostIp.includes(":")
-    ? `[${p.hostIp}]:`
-    : `${p.hostIp}:`;
-  return `${ip}${p.hostPort}:${p.guestPort}/${p.protocol}`;
 }

@@ -6,6 +6,7 @@
  * static CNI-HOSTPORT-* plumbing, no CNI masquerade rule left for ip_forward).
  */
 import type { CniNetworkList } from "./cni_config.ts";
+import { exists } from "../fs.ts";
 
 const dec = new TextDecoder();
 
@@ -22,15 +23,6 @@ async function run(cmd: string, args: string[]): Promise<{ ok: boolean; out: str
     return { ok: o.success, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
   } catch (e) {
     return { ok: false, out: String(e) };
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
   }
 }
 

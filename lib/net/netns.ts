@@ -14,6 +14,7 @@ import {
   openNs,
   setnsNet,
 } from "../../ffi/netns.ts";
+import { exists } from "../fs.ts";
 
 /** Where `ip netns` keeps named namespaces. */
 export const NETNS_RUN_DIR = "/run/netns";
@@ -61,20 +62,10 @@ export async function createNamedNetns(name: string): Promise<string> {
 /** Deletes the named netns `name` with `ip netns del`; a missing one is not an error. */
 export async function deleteNamedNetns(name: string): Promise<void> {
   const path = netnsPathOf(name);
-  if (!(await exists(path))) return;
+  if (!(await exists(path, true))) return;
   const r = await ip(["netns", "del", name]);
-  if (r.code !== 0 && (await exists(path))) {
+  if (r.code !== 0 && (await exists(path, true))) {
     throw new NetnsError(`ip netns del ${name}: ${r.stderr || `exit ${r.code}`}`);
-  }
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
   }
 }
 

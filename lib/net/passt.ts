@@ -5,6 +5,7 @@
  */
 import type { PortSpec } from "../spec/types.ts";
 import { spawnInNetns, validateNetnsPath } from "./netns.ts";
+import { helperCommandOptions, isSocket, streamTail, watchHelper } from "../helper_process.ts";
 
 /** How to start passt. */
 export interface PasstOptions {
@@ -72,14 +73,6 @@ export function passtArgs(socket: string, opts: Pick<PasstOptions, "ports" | "no
   return args;
 }
 
-async function isSocket(path: string): Promise<boolean> {
-  try {
-    return (await Deno.lstat(path)).isSocket === true;
-  } catch {
-    return false;
-  }
-}
-
 /** passt drops to `nobody` before bind(): every ancestor of its socket dir must be searchable. */
 async function checkTraversable(dir: string): Promise<void> {
   const parts = dir.split("/").filter((p) => p !== "");
@@ -97,17 +90,11 @@ async function checkTraversable(dir: string): Promise<void> {
   }
 }
 
-/** Reads a stream to the end, keeping the last `max` bytes. */
-function tailCollector(stream: ReadableStream<Uint8Array>, max = 8192): () => string {
-  let buf = "";
-  const dec = new TextDecoder();
-  (async () => {
-    for await (const chunk of stream) {
-      buf = (buf + dec.decode(chunk, { stream: true })).slice(-max);
-    }
-  })().catch(() => {});
+/** passt's stderr without blank lines and its noisy "Failed to send" ones. */
+function passtTail(stream: ReadableStream<Uint8Array>): () => string {
+  const raw = streamTail(stream, 8192);
   return () =>
-    buf.split("\n").filter((l) => l.trim() !== "" && !l.startsWith("Failed to send")).join("\n");
+    raw().split("\n").filter((l) => l.trim() !== "" && !l.startsWith("Failed to send")).join("\n");
 }
 
 /**
@@ -124,13 +111,7 @@ export async function startPasst(opts: PasstOptions): Promise<PasstHandle> {
   await Deno.remove(socket).catch(() => {});
   const args = passtArgs(socket, opts);
   const binary = opts.binary ?? "passt";
-  const cmdOpts: Deno.CommandOptions = {
-    args,
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    detached: true,
-  };
+  const cmdOpts = helperCommandOptions(args);
   let child: Deno.ChildProcess;
   try {
     child = opts.netns
@@ -141,28 +122,11 @@ export async function startPasst(opts: PasstOptions): Promise<PasstHandle> {
     if (/netns/.test(msg)) throw new PasstError(`cannot start ${binary}: ${msg}`);
     throw new PasstError(`cannot run ${binary} (apt-get install passt): ${msg}`);
   }
-  const tail = tailCollector(child.stderr);
-  let done = false;
-  const exited = child.status.finally(() => {
-    done = true;
-  });
+  const tail = passtTail(child.stderr);
+  const watch = watchHelper(child, 2000);
+  const exited = watch.exited;
   const stop = async () => {
-    if (!done) {
-      try {
-        Deno.kill(child.pid, "SIGTERM");
-      } catch {
-        // already gone
-      }
-      const t = setTimeout(() => {
-        try {
-          Deno.kill(child.pid, "SIGKILL");
-        } catch {
-          // gone
-        }
-      }, 2000);
-      await exited;
-      clearTimeout(t);
-    }
+    await watch.stop();
     await Deno.remove(socket).catch(() => {});
   };
   try {
@@ -173,6 +137,7 @@ export async function startPasst(opts: PasstOptions): Promise<PasstHandle> {
   }
   const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
   while (!(await isSocket(socket))) {
+    const done = watch.done();
     if (done || Date.now() > deadline) {
       await stop();
       const status = await exited;

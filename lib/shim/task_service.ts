@@ -1,34 +1,27 @@
 /**
  * The containerd Task service (`containerd.task.v2.Task`) over ttrpc, for every container of one
- * shim daemon. Create parses the bundle through the one spec parser and plans the VM; Start boots
- * it; Wait answers after every byte of output was copied; events go to containerd.
+ * shim daemon. Create hands the bundle to newContainer (lib/shim/new_container.ts: mount, parse,
+ * plan, open I/O); Start boots the VM; Wait answers after every byte of output was copied; events
+ * go to containerd.
  */
-import {
-  create,
-  type DescMessage,
-  fromBinary,
-  type MessageShape,
-  toBinary,
-} from "@bufbuild/protobuf";
-import { EmptySchema, timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { create } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import * as pb from "./proto/gen/containerd/shim_pb.ts";
 import * as ev from "./proto/gen/containerd/events_pb.ts";
 import { Status } from "./proto/gen/containerd/task_types_pb.ts";
-import { OptionsSchema as RuntimeOptionsSchema } from "./proto/gen/runtimeoptions/options_pb.ts";
 import { type CallContext, Code, TtrpcError, type TtrpcServer } from "./ttrpc.ts";
 import type { EventPublisher } from "./events.ts";
-import { Container, type ContainerEvents, Proc, type VmLauncher } from "./container.ts";
-import { mountRootfs, unmountAll } from "./mounts.ts";
-import { openProcessIo, type StdioPaths } from "./stdio.ts";
+import type { Container, ContainerEvents, Proc, VmLauncher } from "./container.ts";
 import { takeReservation } from "./rundir.ts";
-import { parseBackend } from "../spec/backend.ts";
+import { newContainer, newExecProcess } from "./new_container.ts";
+import { registerTaskMethods } from "./task_methods.ts";
 import { SpecValidationError } from "../spec/types.ts";
 import type { BackendChoice } from "../spec/types.ts";
 import type { Backend } from "../vm/types.ts";
 import { VERSION } from "../version.ts";
 
 /** The wire name of the service. */
-export const TASK_SERVICE = "containerd.task.v2.Task";
+export { TASK_SERVICE } from "./task_methods.ts";
 
 /** Where the service logs (per container when one is known). */
 export interface ServiceLog {
@@ -64,51 +57,6 @@ function notFound(what: string): TtrpcError {
   return new TtrpcError(Code.NOT_FOUND, `${what}: not found`);
 }
 
-/** Parses a runtime options file: JSON `{"backend": …}` or TOML-style `backend = "…"` lines. */
-export function parseOptionsFile(text: string, path: string): { backend?: BackendChoice } {
-  let backend: string | undefined;
-  const trimmed = text.trim();
-  if (trimmed.startsWith("{")) {
-    const obj = JSON.parse(trimmed);
-    if (obj.backend !== undefined) backend = String(obj.backend);
-  } else {
-    for (const line of text.split("\n")) {
-      const m = line.replace(/#.*$/, "").match(/^\s*backend\s*=\s*"?([^"\s]*)"?\s*$/);
-      if (m) backend = m[1];
-    }
-  }
-  return backend === undefined ? {} : { backend: parseBackend(backend, `${path}: backend`) };
-}
-
-/** The backend a container gets when its annotations do not choose one. */
-export async function defaultBackend(options: Uint8Array | undefined): Promise<BackendChoice> {
-  let configPath = "";
-  if (options && options.length > 0) {
-    try {
-      const any = fromBinary((await import("@bufbuild/protobuf/wkt")).AnySchema, options);
-      if (any.typeUrl.endsWith("runtimeoptions.v1.Options")) {
-        configPath = fromBinary(RuntimeOptionsSchema, any.value).configPath;
-      }
-    } catch { /* options of another runtime's type: not ours to read */ }
-  }
-  if (configPath) {
-    let parsed;
-    try {
-      parsed = parseOptionsFile(await Deno.readTextFile(configPath), configPath);
-    } catch (err) {
-      if (err instanceof SpecValidationError) throw err;
-      throw new TtrpcError(
-        Code.INVALID_ARGUMENT,
-        `runtime options file ${configPath}: ${err instanceof Error ? err.message : err}`,
-      );
-    }
-    if (parsed.backend) return parsed.backend;
-  }
-  const env = Deno.env.get("NERDBOX_BACKEND");
-  if (env) return parseBackend(env, "NERDBOX_BACKEND");
-  return "auto";
-}
-
 /** All containers of one daemon and the ttrpc methods over them. */
 export class TaskService {
   readonly containers = new Map<string, Container>();
@@ -132,54 +80,9 @@ export class TaskService {
     return this.containers.size + this.#creating.size;
   }
 
-  /** Registers every Task method on `server`. */
+  /** Registers every Task method on `server` (lib/shim/task_methods.ts). */
   register(server: TtrpcServer): void {
-    const on = <I extends DescMessage, O extends DescMessage>(
-      method: string,
-      inSchema: I,
-      outSchema: O,
-      fn: (req: MessageShape<I>, ctx: CallContext) => Promise<MessageShape<O>>,
-    ) => {
-      server.register(TASK_SERVICE, method, async (payload, ctx) => {
-        const req = fromBinary(inSchema, payload);
-        const res = await fn(req, ctx);
-        return toBinary(outSchema, res);
-      });
-    };
-    const empty = create(EmptySchema);
-    on("Create", pb.CreateTaskRequestSchema, pb.CreateTaskResponseSchema, (r) => this.create(r));
-    on("Start", pb.StartRequestSchema, pb.StartResponseSchema, (r) => this.start(r));
-    on("Wait", pb.WaitRequestSchema, pb.WaitResponseSchema, (r, ctx) => this.wait(r, ctx));
-    on("Kill", pb.KillRequestSchema, EmptySchema, async (r) => (await this.kill(r), empty));
-    on("Delete", pb.DeleteRequestSchema, pb.DeleteResponseSchema, (r) => this.delete(r));
-    on("State", pb.StateRequestSchema, pb.StateResponseSchema, (r) => this.state(r));
-    on("Pids", pb.PidsRequestSchema, pb.PidsResponseSchema, (r) => this.pids(r));
-    on("Connect", pb.ConnectRequestSchema, pb.ConnectResponseSchema, (r) => this.connect(r));
-    on("Shutdown", pb.ShutdownRequestSchema, EmptySchema, (r) => {
-      this.shutdown(r);
-      return Promise.resolve(empty);
-    });
-    on("CloseIO", pb.CloseIORequestSchema, EmptySchema, (r) => {
-      this.closeIO(r);
-      return Promise.resolve(empty);
-    });
-    on("ResizePty", pb.ResizePtyRequestSchema, EmptySchema, async (r) => {
-      await this.resizePty(r);
-      return empty;
-    });
-    on("Exec", pb.ExecProcessRequestSchema, EmptySchema, async (r) => {
-      await this.exec(r);
-      return empty;
-    });
-    const unimplemented = (method: string, why: string) =>
-      server.register(TASK_SERVICE, method, () => {
-        throw new TtrpcError(Code.UNIMPLEMENTED, `${method}: ${why}`);
-      });
-    unimplemented("Pause", "nerdbox cannot pause a microVM's workload");
-    unimplemented("Resume", "nerdbox cannot pause a microVM's workload");
-    unimplemented("Checkpoint", "nerdbox does not checkpoint microVMs");
-    unimplemented("Update", "nerdbox cannot resize a running microVM");
-    unimplemented("Stats", "nerdbox reports no cgroup metrics for microVMs");
+    registerTaskMethods(server, this);
   }
 
   #get(id: string): Container {
@@ -195,7 +98,7 @@ export class TaskService {
     return [c, p];
   }
 
-  /** Create: mount, parse, plan, open stdio; the VM starts at Start. */
+  /** Create: checks the request, then newContainer (mount, parse, plan, open stdio); the VM starts at Start. */
   async create(req: pb.CreateTaskRequest): Promise<pb.CreateTaskResponse> {
     const { id, bundle } = req;
     if (!id) throw new TtrpcError(Code.INVALID_ARGUMENT, "id: expected a container id");
@@ -214,80 +117,17 @@ export class TaskService {
     this.#creating.add(id);
     const reserved = await takeReservation(this.#opts.runDir, id);
     await this.#opts.openLog?.(id, bundle);
-    const rootfs = `${bundle}/rootfs`;
-    let mounted = false;
-    let io;
     try {
-      const mounts = req.rootfs.map((m) => ({
-        type: m.type,
-        source: m.source,
-        options: m.options,
-      }));
-      if (mounts.length > 0) {
-        await mountRootfs(mounts, rootfs);
-        mounted = true;
-      }
-      // The parser and planner load with the first Create, so that a new daemon listens sooner.
-      const [{ readOciBundle }, { buildSandboxSpec }, { KEY_BACKEND }, { planVm }] = await Promise
-        .all([
-          import("../spec/oci.ts"),
-          import("../spec/sandbox.ts"),
-          import("../spec/annotations.ts"),
-          import("../vm/plan.ts"),
-        ]);
-      const oci = await readOciBundle(bundle);
-      const terminal = req.terminal || oci.process.terminal;
-      const backendGiven = oci.annotations[KEY_BACKEND] !== undefined;
-      const fallback = backendGiven ? undefined : await defaultBackend(
-        req.options && req.options.value.length > 0
-          ? toBinary((await import("@bufbuild/protobuf/wkt")).AnySchema, req.options)
-          : reserved,
-      );
-      const { spec, warnings } = buildSandboxSpec({
-        id,
-        rootfs: oci.rootfs,
-        process: { ...oci.process, terminal },
-        hostname: oci.hostname,
-        annotations: oci.annotations,
-        ...(fallback ? { backend: fallback } : {}),
-        ...(oci.netnsPath ? { netns: oci.netnsPath } : {}),
-      });
-      for (const w of warnings) this.#opts.log("warn", w, id);
-      const backend = await this.#opts.resolveBackend(spec.backend);
-      const plan = planVm(spec, {
-        backend,
+      const { container, backend, terminal } = await newContainer(req, {
         stateDir: `${this.#opts.runDir}/${++this.#seq}`,
-      });
-      // The VM is the pod (lib/shim/pod_member.ts): the sandbox's VM applies specs with crun,
-      // the pod's later containers are created inside it.
-      const pod = await import("./pod_member.ts");
-      if (pod.isPodSandbox(oci.annotations)) plan.oci = oci.raw as Record<string, unknown>;
-      const sandboxId = pod.podSandboxOf(oci.annotations);
-      for (const w of pod.podNetworkWarnings(spec, sandboxId)) this.#opts.log("warn", w, id);
-      const stdio: StdioPaths = {
-        stdin: req.stdin,
-        stdout: req.stdout,
-        stderr: req.stderr,
-        terminal,
-      };
-      io = await openProcessIo(stdio);
-      const c = new Container({
-        id,
-        bundle,
-        plan,
-        stdio,
-        io,
-        rootfsMounted: mounted,
-        launch: (p, s) => {
-          const sandbox = sandboxId ? this.containers.get(sandboxId) : undefined;
-          if (sandbox?.vm && sandbox.plan.oci && sandbox.init.state === "running") {
-            return pod.startInPod(sandbox.vm, id, oci.raw as Record<string, unknown>, rootfs, s);
-          }
-          return this.#opts.launcher().then((l) => l(p, s));
-        },
+        reserved,
+        resolveBackend: this.#opts.resolveBackend,
+        launcher: this.#opts.launcher,
+        lookup: (other) => this.containers.get(other),
         events: this.#events,
+        warn: (w) => this.#opts.log("warn", w, id),
       });
-      this.containers.set(id, c);
+      this.containers.set(id, container);
       this.#opts.log("info", `created (backend ${backend})`, id);
       this.#opts.events.publish(
         "/tasks/create",
@@ -302,8 +142,6 @@ export class TaskService {
       );
       return create(pb.CreateTaskResponseSchema, { pid: 0 });
     } catch (err) {
-      await io?.close().catch(() => {});
-      if (mounted) await unmountAll(rootfs).catch(() => {});
       await this.#opts.closeLog?.(id);
       if (err instanceof SpecValidationError) {
         this.#opts.log("error", `create refused: ${err.message}`, id);
@@ -493,24 +331,7 @@ export class TaskService {
           `into a running microVM yet`,
       );
     }
-    let process;
-    try {
-      const { parseOciConfig } = await import("../spec/oci.ts");
-      const json = JSON.parse(new TextDecoder().decode(req.spec?.value ?? new Uint8Array()));
-      process = parseOciConfig({ root: { path: "rootfs" }, process: json }, c.bundle).process;
-    } catch (err) {
-      const msg = err instanceof Error ? err.message : String(err);
-      throw new TtrpcError(Code.INVALID_ARGUMENT, `exec ${JSON.stringify(req.execId)}: ${msg}`);
-    }
-    const stdio: StdioPaths = {
-      stdin: req.stdin,
-      stdout: req.stdout,
-      stderr: req.stderr,
-      terminal: req.terminal,
-    };
-    const p = new Proc(req.execId, stdio);
-    p.process = { ...process, terminal: req.terminal };
-    p.io = await openProcessIo(stdio);
+    const p = await newExecProcess(req, c.bundle);
     c.execs.set(req.execId, p);
     this.#opts.events.publish(
       "/tasks/exec-added",

@@ -1,7 +1,6 @@
 /** The value of `io.containerd.nerdbox.ctr.network.N`: a container interface inside the VM. */
 import type { Cidr, CtrNetworkSpec, SpecError } from "./types.ts";
-import { parseKeyValueRecord } from "./kv.ts";
-import { FieldError } from "./field_error.ts";
+import { fieldChecks, parseKeyValueRecord } from "./kv.ts";
 import { parseMac } from "./mac.ts";
 import { formatCidr, parseInterfaceCidr } from "./cidr.ts";
 import { checkIfname } from "./ifname.ts";
@@ -27,22 +26,12 @@ export function parseCtrNetworkValue(
   index: number,
 ): ParsedCtrNetwork {
   const warnings: string[] = [];
-  const { fields, errors, malformed } = parseKeyValueRecord(value, annotation, CTR_NETWORK_KEYS, [
+  const record = parseKeyValueRecord(value, annotation, CTR_NETWORK_KEYS, [
     "addr",
     "gw",
   ]);
-  const err = (field: string, v: string, message: string) =>
-    errors.push({ annotation, field, value: v, message });
-  const check = <T>(field: string, v: string, fn: () => T): T | undefined => {
-    try {
-      return fn();
-    } catch (e) {
-      if (!(e instanceof FieldError)) throw e;
-      err(field, v, e.message);
-      return undefined;
-    }
-  };
-  const get = (k: string) => fields.find((f) => f.key === k)?.value;
+  const { fields, errors, malformed } = record;
+  const { get, err, check } = fieldChecks(record, annotation);
 
   const vmmacText = get("vmmac");
   if (!malformed && vmmacText === undefined && !errors.some((e) => e.field === "vmmac")) {

@@ -88,3 +88,33 @@ export function parseKeyValueRecord(
   }
   return { fields, errors, malformed: false };
 }
+
+/** Helpers for checking one record's fields: each problem becomes a SpecError in `errors`. */
+export interface FieldChecks {
+  /** The first value of `key`, if given. */
+  get(key: string): string | undefined;
+  /** Records a problem with `field`'s value `v`. */
+  err(field: string, v: string, message: string): void;
+  /** Runs `fn`; a FieldError it throws is recorded for `field` and yields undefined. */
+  check<T>(field: string, v: string, fn: () => T): T | undefined;
+}
+
+/** FieldChecks over `record`, naming `annotation` in every error. */
+export function fieldChecks(record: KeyValueRecord, annotation: string): FieldChecks {
+  const err = (field: string, v: string, message: string) => {
+    record.errors.push({ annotation, field, value: v, message });
+  };
+  return {
+    get: (k) => record.fields.find((f) => f.key === k)?.value,
+    err,
+    check<T>(field: string, v: string, fn: () => T): T | undefined {
+      try {
+        return fn();
+      } catch (e) {
+        if (!(e instanceof FieldError)) throw e;
+        err(field, v, e.message);
+        return undefined;
+      }
+    },
+  };
+}

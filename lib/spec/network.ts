@@ -1,7 +1,6 @@
 /** The value of `io.containerd.nerdbox.network.N` (and of `nerdbox run --net`): one VM NIC. */
 import type { Cidr, NetMode, NetworkSpec, SpecError } from "./types.ts";
-import { parseKeyValueRecord } from "./kv.ts";
-import { FieldError } from "./field_error.ts";
+import { fieldChecks, parseKeyValueRecord } from "./kv.ts";
 import { checkSocketPath } from "./socket_path.ts";
 import { parseMac } from "./mac.ts";
 import { parseGoBool } from "./bool.ts";
@@ -43,21 +42,11 @@ export interface ParsedNetwork {
  */
 export function parseNetworkValue(value: string, annotation: string, index: number): ParsedNetwork {
   const warnings: string[] = [];
-  const { fields, errors, malformed } = parseKeyValueRecord(value, annotation, NETWORK_KEYS, [
+  const record = parseKeyValueRecord(value, annotation, NETWORK_KEYS, [
     "addr",
   ]);
-  const get = (k: string) => fields.find((f) => f.key === k)?.value;
-  const err = (field: string, v: string, message: string) =>
-    errors.push({ annotation, field, value: v, message });
-  const check = <T>(field: string, v: string, fn: () => T): T | undefined => {
-    try {
-      return fn();
-    } catch (e) {
-      if (!(e instanceof FieldError)) throw e;
-      err(field, v, e.message);
-      return undefined;
-    }
-  };
+  const { fields, errors, malformed } = record;
+  const { get, err, check } = fieldChecks(record, annotation);
 
   for (const k of ["socket", "mode", "mac"]) {
     if (!malformed && get(k) === undefined && !errors.some((e) => e.field === k)) {

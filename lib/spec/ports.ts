@@ -69,3 +69,13 @@ function checkedIp(text: string, fail: (why: string) => never) {
     throw e;
   }
 }
+
+/** `[IP:]HOST:GUEST/PROTO` of a published port (what parsePort reads back). */
+export function formatPort(p: PortSpec): string {
+  const ip = p.hostIp === undefined
+    ? ""
+    : p.hostIp.includes(":")
+    ? `[${p.hostIp}]:`
+    : `${p.hostIp}:`;
+  return `${ip}${p.hostPort}:${p.guestPort}/${p.protocol}`;
+}

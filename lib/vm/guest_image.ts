@@ -15,6 +15,7 @@ import {
 import { makeExt4Image } from "./rootfs_image.ts";
 import { BUSYBOX } from "./busybox_rootfs.ts";
 import { crunRuntimeFiles, HOST_CRUN, installRuntimeFiles } from "./guest_crun.ts";
+import { exists } from "../fs.ts";
 
 /** Everything a backend needs to boot the guest. */
 export interface GuestImage {
@@ -159,7 +160,10 @@ export async function sharedLibs(binary: string): Promise<Array<[string, string]
   return libs;
 }
 
-/** Guest program sources: guest/**\/*.ts and lib/guest_protocol.ts, relative to the repo root. */
+/** Host files the guest program imports (shipped beside guest/), relative to the repo root. */
+export const GUEST_SHARED_SOURCES = ["lib/guest_protocol.ts", "lib/fs.ts", "ffi/libc.ts"];
+
+/** Guest program sources: guest/**\/*.ts and GUEST_SHARED_SOURCES, relative to the repo root. */
 async function guestSources(srcRoot: string): Promise<string[]> {
   const files: string[] = [];
   const walk = async (rel: string): Promise<void> => {
@@ -177,7 +181,7 @@ async function guestSources(srcRoot: string): Promise<string[]> {
   if (!files.includes("guest/main.ts")) {
     throw new Error(`guest image: ${srcRoot}guest/main.ts (the guest init) is missing`);
   }
-  files.push("lib/guest_protocol.ts");
+  files.push(...GUEST_SHARED_SOURCES);
   return files.sort();
 }
 
@@ -230,15 +234,6 @@ async function prewarmDenoDir(root: string): Promise<boolean> {
   return true;
 }
 
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.lstat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Extracts (once, cached by the bzImage's identity) the kernel's vmlinux; returns its path. */
 async function cachedVmlinux(kernel: HostKernel, cache: string): Promise<string> {
   const key = (await sha256Hex(await fileIdentity(kernel.bzImage))).slice(0, 16);
@@ -258,7 +253,7 @@ let inflight: Promise<GuestImage> | undefined;
 
 /** Options of `ensureGuestImage` (tests only; the product uses the defaults). */
 export interface GuestImageOptions {
-  /** Directory holding `guest/` and `lib/guest_protocol.ts` (default: this checkout). */
+  /** Directory holding `guest/` and GUEST_SHARED_SOURCES (default: this checkout). */
   sourceRoot?: string;
   /** Cache directory (default: `cacheDir()`). */
   cacheDir?: string;

@@ -2,6 +2,7 @@
  * The guest kernel for the QEMU backend: finds the installed Debian kernel and its modules,
  * extracts a PVH-bootable `vmlinux` from the LZ4 bzImage, and orders modules by `modules.dep`.
  */
+import { exists } from "../fs.ts";
 
 /** An installed kernel: compressed image and its module tree. */
 export interface HostKernel {
@@ -26,15 +27,6 @@ export const GUEST_MODULES = [
 
 /** LZ4 legacy frame magic (little-endian 0x184C2102) as found in Debian's x86 bzImage. */
 const LZ4_LEGACY_MAGIC = [0x02, 0x21, 0x4c, 0x18];
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await Deno.stat(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function compareRelease(a: string, b: string): number {
   const pa = a.split(/[.-]/).map((x) => Number.parseInt(x, 10));

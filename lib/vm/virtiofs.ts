@@ -13,6 +13,7 @@
  * kills it and removes the socket; a run killed before QEMU connected is swept through the run
  * record (`onSpawn` → lib/vm/run_state.ts) or its `--socket-path=<stateDir>/ctl/` argument.
  */
+import { helperCommandOptions, isSocket, streamTail, watchHelper } from "../helper_process.ts";
 
 /** Debian's virtiofsd (qemu-system-common in bookworm ships the C daemon of QEMU 7.2). */
 export const DEFAULT_VIRTIOFSD = "/usr/lib/qemu/virtiofsd";
@@ -96,19 +97,6 @@ export function virtiofsdArgs(share: Pick<VirtiofsShareSpec, "source" | "socket"
   return [`--socket-path=${share.socket}`, "-o", opts.join(","), "--rlimit-nofile=0"];
 }
 
-function tail(stream: ReadableStream<Uint8Array>, max = 4096): () => string {
-  let buf = "";
-  const dec = new TextDecoder();
-  (async () => {
-    for await (const c of stream) buf = (buf + dec.decode(c, { stream: true })).slice(-max);
-  })().catch(() => {});
-  return () => buf.trim();
-}
-
-async function isSocket(path: string): Promise<boolean> {
-  return (await Deno.lstat(path).catch(() => null))?.isSocket === true;
-}
-
 /** Starts virtiofsd for one share and waits for its socket; leaves nothing behind on failure. */
 export async function startVirtiofsd(spec: VirtiofsShareSpec): Promise<VirtiofsShare> {
   if (!TAG_RE.test(spec.tag)) {
@@ -123,42 +111,25 @@ export async function startVirtiofsd(spec: VirtiofsShareSpec): Promise<VirtiofsS
   const binary = virtiofsdBinary();
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(binary, {
-      args,
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-      detached: true,
-    }).spawn();
+    child = new Deno.Command(binary, helperCommandOptions(args)).spawn();
   } catch (err) {
     throw new Error(
       `cannot run ${binary} (apt-get install qemu-system-common): ${(err as Error).message}`,
     );
   }
-  const stderrTail = tail(child.stderr);
-  let done = false;
-  const exited = child.status.finally(() => {
-    done = true;
-  });
+  const raw = streamTail(child.stderr);
+  const stderrTail = () => raw().trim();
+  const watch = watchHelper(child, 1000);
+  const exited = watch.exited;
   const stop = async () => {
-    if (!done) {
-      try {
-        Deno.kill(child.pid, "SIGTERM");
-      } catch { /* gone */ }
-      const t = setTimeout(() => {
-        try {
-          Deno.kill(child.pid, "SIGKILL");
-        } catch { /* gone */ }
-      }, 1000);
-      await exited;
-      clearTimeout(t);
-    }
+    await watch.stop();
     await Deno.remove(spec.socket).catch(() => {});
   };
   try {
     await spec.onSpawn?.(child.pid);
     const deadline = Date.now() + (spec.timeoutMs ?? 10_000);
     while (!(await isSocket(spec.socket))) {
+      const done = watch.done();
       if (done || Date.now() > deadline) {
         const status = done ? `exited with ${(await exited).code}` : "created no socket in time";
         throw new Error(

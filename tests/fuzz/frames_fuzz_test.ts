@@ -27,16 +27,7 @@ import { Code, TtrpcClient, TtrpcServer } from "../../lib/shim/ttrpc.ts";
 import { TASK_SERVICE, TaskService } from "../../lib/shim/task_service.ts";
 import { EventPublisher } from "../../lib/shim/events.ts";
 import { fuzz, mutateBytes, Rng, utf8 } from "./harness.ts";
-
-const concat = (parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-};
+import { concat } from "../../guest/netlink.ts";
 
 const FRAME_STREAMS = [
   concat([

@@ -3,7 +3,10 @@
  * `nbxfake-*`), the tutorial's configurations with test-specific bridge names and subnets, and a
  * way to run a server inside a netns.
  */
-import { spawnInNetns } from "../../lib/net/netns.ts";
+import { addNetworkList, delNetworkList } from "../../lib/net/cni.ts";
+import { pickCniNetwork } from "../../lib/net/cni_config.ts";
+import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
+import { createNamedNetns, deleteNamedNetns, spawnInNetns } from "../../lib/net/netns.ts";
 
 /** Debian's plugin directory. */
 export const DEBIAN_CNI_BIN = "/usr/lib/cni";
@@ -213,4 +216,57 @@ export async function holdCniLock(stateDir = "/run/nerdbox/cni"): Promise<() => 
   const f = await Deno.open(`${stateDir}/lock`, { create: true, write: true, mode: 0o600 });
   await f.lock(true);
   return () => f.close();
+}
+
+/** Fails loudly when one of Debian's CNI `plugins` is not installed. */
+export async function requireCniPlugins(
+  plugins = ["bridge", "host-local", "loopback", "portmap"],
+): Promise<void> {
+  for (const p of plugins) {
+    await Deno.stat(`${DEBIAN_CNI_BIN}/${p}`).catch(() => {
+      throw new Error(
+        `Debian CNI plugin ${DEBIAN_CNI_BIN}/${p} missing: apt-get install containernetworking-plugins`,
+      );
+    });
+  }
+}
+
+/** This host's outbound IPv4 address (the source of its default route). */
+export async function outboundIp(): Promise<string> {
+  const o = await new Deno.Command("ip", {
+    args: ["-4", "-o", "route", "get", "1.1.1.1"],
+    stdout: "piped",
+  }).output();
+  const ip = /src (\S+)/.exec(new TextDecoder().decode(o.stdout))?.[1];
+  if (!ip) throw new Error("this host has no IPv4 default route: the outbound test needs one");
+  return ip;
+}
+
+/**
+ * The tutorial's runsc flow up to the runtime: a named netns `ns`, the bridge network `network`
+ * of `conf` ADDed as eth0 and its loopback as lo, the host baseline recorded in `state`.
+ * `teardown` DELs both, deletes the netns and puts the host back.
+ */
+export async function tutorialNetns(conf: string, network: string, ns: string, state: string) {
+  const opts = { binDirs: [DEBIAN_CNI_BIN], cacheDir: `${state}/cache` };
+  const bridge = await pickCniNetwork(conf, network);
+  const lo = await pickCniNetwork(conf, "lo");
+  await recordHostBaseline(bridge, state);
+  const netns = await createNamedNetns(ns);
+  const rt = { containerId: ns, ifName: "eth0", netns: `/var/run/netns/${ns}` };
+  return {
+    netns,
+    /** The path as the runtime is given it. */
+    path: rt.netns,
+    add: async () => {
+      await addNetworkList(bridge, rt, opts);
+      await addNetworkList(lo, { ...rt, ifName: "lo" }, opts);
+    },
+    teardown: async () => {
+      await delNetworkList(lo, { ...rt, ifName: "lo" }, opts).catch(() => {});
+      await delNetworkList(bridge, rt, opts).catch(() => {});
+      await deleteNamedNetns(ns);
+      await cleanupHost(state);
+    },
+  };
 }

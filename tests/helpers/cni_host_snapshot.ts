@@ -69,3 +69,9 @@ export function diffSnapshots(before: HostSnapshot, after: HostSnapshot): string
   }
   return parts.join("\n");
 }
+
+/** Asserts the host is as `before` showed it (the diff names what changed). */
+export async function assertHostUnchanged(before: HostSnapshot): Promise<void> {
+  const diff = diffSnapshots(before, await hostSnapshot());
+  if (diff !== "") throw new Error(`host state changed:\n${diff}`);
+}

@@ -4,6 +4,8 @@
  * on its PATH so it finds containerd-shim-nerdbox-v1, and a busybox OCI image built from the host's
  * static busybox and imported with ctr. Everything is removed again by stop().
  */
+import { exists } from "../../lib/fs.ts";
+import { shimPidsOf } from "./procs.ts";
 
 /** The repository root. */
 export const REPO = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -61,10 +63,6 @@ const dec = new TextDecoder();
 async function run(bin: string, args: string[], opts: { env?: Record<string, string> } = {}) {
   const out = await new Deno.Command(bin, { args, stdin: "null", ...opts }).output();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.lstat(path).then(() => true, () => false);
 }
 
 /** Mount points at or below `dir`, deepest first. */
@@ -190,18 +188,7 @@ export async function startContainerd(
   };
 
   /** Shim processes started by this containerd (their argv carries `-address ADDRESS`). */
-  const shimPids = async (): Promise<number[]> => {
-    const pids: number[] = [];
-    for await (const e of Deno.readDir("/proc")) {
-      if (!/^\d+$/.test(e.name)) continue;
-      try {
-        const argv = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).split("\0");
-        const i = argv.indexOf("-address");
-        if (i >= 0 && argv[i + 1] === address) pids.push(Number(e.name));
-      } catch { /* gone */ }
-    }
-    return pids;
-  };
+  const shimPids = () => shimPidsOf(address);
 
   const stop = async () => {
     if (!exited) await removeAll();

@@ -11,12 +11,30 @@ import {
   type GuestConfig,
   MsgType,
 } from "../../lib/guest_protocol.ts";
+import { concat } from "../../guest/netlink.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 /** The repository's Deno. */
 export const DENO = `${ROOT}bin/deno`;
 /** The guest entry point. */
 export const GUEST_MAIN = `${ROOT}guest/main.ts`;
+
+/** Deno running guest/main.ts on the host, talking over the channel socket `sock`. */
+export function guestInitArgv(sock: string, workDir: string): string[] {
+  return [
+    DENO,
+    "run",
+    "-A",
+    "--no-check",
+    "--cached-only",
+    "--no-config",
+    GUEST_MAIN,
+    "--channel",
+    sock,
+    "--work-dir",
+    workDir,
+  ];
+}
 
 /** Runs a command (argv, no shell); throws with its stderr on failure; returns stdout. */
 export async function run(cmd: string, args: string[], allowFail = false): Promise<string> {
@@ -123,17 +141,7 @@ export async function runGuest(o: RunGuestOptions): Promise<GuestRun> {
   const child = new Deno.Command(o.prefix[0], {
     args: [
       ...o.prefix.slice(1),
-      DENO,
-      "run",
-      "-A",
-      "--no-check",
-      "--cached-only",
-      "--no-config",
-      GUEST_MAIN,
-      "--channel",
-      sock,
-      "--work-dir",
-      `${dir}/work`,
+      ...guestInitArgv(sock, `${dir}/work`),
       ...extra,
     ],
     stdin: "null",
@@ -195,16 +203,6 @@ export async function runGuest(o: RunGuestOptions): Promise<GuestRun> {
     listener.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 /** Encodes a JSON frame (re-export for tests). */

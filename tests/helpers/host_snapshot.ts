@@ -6,6 +6,7 @@
  * lifetimes) so that a diff shows only what appeared or vanished. Tests running in parallel on a
  * shared machine scope the diff with `only` (e.g. their unique sandbox id) or pick `aspects`.
  */
+import { listProcesses, procStat } from "./procs.ts";
 
 /** One labelled, sorted list of lines per aspect of host state. */
 export type HostSnapshot = Record<string, string[]>;
@@ -51,12 +52,8 @@ function lines(text: string): string[] {
 }
 
 async function ppidOf(pid: number): Promise<number | undefined> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-  } catch {
-    return undefined;
-  }
+  const stat = await procStat(pid);
+  return stat ? Number(stat[1]) : undefined;
 }
 
 /** This process and its ancestors (never reported as leaks). */
@@ -74,17 +71,13 @@ async function selfAndAncestors(): Promise<Set<number>> {
 export async function nerdboxProcesses(): Promise<string[]> {
   const skip = await selfAndAncestors();
   const found: string[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name) || skip.has(Number(e.name))) continue;
-    try {
-      const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).split("\0")
-        .filter((a) => a !== "").join(" ");
-      if (!PROCESS_RE.test(cmd)) continue;
-      const stat = await Deno.readTextFile(`/proc/${e.name}/stat`);
-      if (stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z")) {
-        found.push(`${e.name} zombie ${cmd}`);
-      } else found.push(`${e.name} ${cmd}`);
-    } catch { /* gone */ }
+  for (const p of await listProcesses()) {
+    if (skip.has(p.pid)) continue;
+    const cmd = p.argv.filter((a) => a !== "").join(" ");
+    if (!PROCESS_RE.test(cmd)) continue;
+    const stat = await procStat(p.pid);
+    if (!stat) continue;
+    found.push(stat[0] === "Z" ? `${p.pid} zombie ${cmd}` : `${p.pid} ${cmd}`);
   }
   return found.sort();
 }

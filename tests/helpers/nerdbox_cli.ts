@@ -1,4 +1,7 @@
 /** Runs the real `bin/nerdbox` from this checkout and captures its output. */
+import { processesMatching } from "./procs.ts";
+
+export { processesMatching };
 const ROOT = new URL("../../", import.meta.url).pathname;
 
 /** bin/nerdbox of this checkout. */
@@ -31,17 +34,25 @@ export async function nerdbox(
   };
 }
 
-/** PIDs of processes whose command line contains `needle`. */
-export async function processesMatching(needle: string): Promise<number[]> {
-  const pids: number[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
-    try {
-      const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
-      if (cmd.includes(needle)) pids.push(Number(e.name));
-    } catch {
-      // gone
-    }
-  }
-  return pids;
+/** The usual flags of a `nerdbox run` argv (runArgv). */
+export interface RunArgvOptions {
+  name?: string;
+  backend?: string;
+  accel?: string;
+  /** Further flags, in order, before the rootfs. */
+  flags?: string[];
+}
+
+/** `run [--name N] [--backend B] [--accel A] FLAGS… ROOTFS -- CMD…`, the argv tests pass to bin/nerdbox. */
+export function runArgv(rootfs: string, cmd: string[], opts: RunArgvOptions = {}): string[] {
+  return [
+    "run",
+    ...(opts.name !== undefined ? ["--name", opts.name] : []),
+    ...(opts.backend !== undefined ? ["--backend", opts.backend] : []),
+    ...(opts.accel !== undefined ? ["--accel", opts.accel] : []),
+    ...(opts.flags ?? []),
+    rootfs,
+    "--",
+    ...cmd,
+  ];
 }

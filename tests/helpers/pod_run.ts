@@ -4,6 +4,8 @@
  * a netns's observable state (links, addresses, routes, qdiscs) and a host-side veth "pod".
  */
 import { RUN_RECORD_FILE } from "../../lib/vm/run_state.ts";
+import { listProcesses } from "./procs.ts";
+import { waitFor as poll } from "./wait.ts";
 
 const NERDBOX = new URL("../../bin/nerdbox", import.meta.url).pathname;
 
@@ -35,23 +37,14 @@ export function nerdboxRun(args: string[]): PodRun {
   return { child, output: () => out, done };
 }
 
-/** Polls `fn` every 250 ms until it gives a value; fails when the run exits or at the deadline. */
-export async function waitFor<T>(
+/** waitFor (tests/helpers/wait.ts) that fails when `run` exits first; errors from `fn` mean "not yet". */
+export function waitFor<T>(
   what: string,
   run: PodRun | undefined,
   fn: () => Promise<T | undefined>,
   timeoutMs = 120_000,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let exited = false;
-  run?.done.then(() => exited = true);
-  while (Date.now() < deadline) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (exited) throw new Error(`nerdbox run exited while waiting for ${what}:\n${run!.output()}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}${run ? `:\n${run.output()}` : ""}`);
+  return poll(what, fn, { ms: timeoutMs, retryErrors: true, ...(run ? { run } : {}) });
 }
 
 /** GET with a 2 s timeout; the trimmed body, or undefined when not 2xx. */
@@ -101,13 +94,8 @@ export async function stateDirOf(pid: number, root = "/run/nerdbox"): Promise<st
 /** Processes (pid → argv[0]) whose command line mentions `needle`, this process excluded. */
 export async function procsMentioning(needle: string): Promise<Map<number, string>> {
   const found = new Map<number, string>();
-  for await (const e of Deno.readDir("/proc")) {
-    const pid = Number(e.name);
-    if (!Number.isInteger(pid) || pid === Deno.pid) continue;
-    const raw = await Deno.readFile(`/proc/${pid}/cmdline`).catch(() => undefined);
-    if (!raw || raw.length === 0) continue;
-    const argv = new TextDecoder().decode(raw).split("\0");
-    if (argv.some((a) => a.includes(needle))) found.set(pid, argv[0]);
+  for (const p of await listProcesses()) {
+    if (p.cmdline !== "" && p.argv.some((a) => a.includes(needle))) found.set(p.pid, p.argv[0]);
   }
   return found;
 }

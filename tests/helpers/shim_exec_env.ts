@@ -3,41 +3,14 @@
  * `ctr task ls` parsing, and the check that nothing of a container is left behind.
  */
 import { deepEqual, equal } from "node:assert/strict";
-import { type Containerd, mountsUnder } from "./containerd.ts";
+import { type Containerd, IMAGE, mountsUnder, RUNTIME } from "./containerd.ts";
 import { socketPath } from "../../lib/shim/address.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
+import { exists } from "../../lib/fs.ts";
+import { processesWith } from "./procs.ts";
+import { waitFor } from "./wait.ts";
 
-/** Every process (but this one) whose command line contains `needle`. */
-export async function processesWith(needle: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
-    try {
-      const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
-      if (cmd.includes(needle)) found.push(`${e.name}: ${cmd}`);
-    } catch { /* gone */ }
-  }
-  return found;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.lstat(path).then(() => true, () => false);
-}
-
-/** Polls `fn` until it returns a value (or throws after `ms`). */
-export async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined>,
-  ms = 60_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
+export { processesWith, waitFor };
 
 /** `ctr task ls` as {id: [pid, status]}. */
 export async function tasks(ctd: Containerd): Promise<Record<string, [number, string]>> {
@@ -74,4 +47,65 @@ export async function assertNoLeftovers(ctd: Containerd, ids: string[], ns = "de
     left = await problems();
   }
   deepEqual(left, [], `leftovers:\n${left.join("\n")}`);
+}
+
+/**
+ * `ctr run -d` of IMAGE as `id` running `sh -c script`, stdout/stderr in a file (--log-uri);
+ * resolves with the log's path once the workload printed `ready`.
+ */
+export async function runDetached(ctd: Containerd, id: string, script: string): Promise<string> {
+  const log = `/run/${ctd.name}/${id}.log`;
+  const r = await ctd.ctr(
+    [
+      "run",
+      "-d",
+      "--runtime",
+      RUNTIME,
+      "--log-uri",
+      `file://${log}`,
+      IMAGE,
+      id,
+      "sh",
+      "-c",
+      script,
+    ],
+    { timeoutMs: 150_000 },
+  );
+  equal(r.code, 0, r.stderr);
+  await waitFor(`${id} to print ready`, async () => {
+    const text = await Deno.readTextFile(log).catch(() => "");
+    return text.includes("ready") || undefined;
+  }, 120_000);
+  return log;
+}
+
+/** `ctr events` running in the background: kill it, then read `text` (all it printed). */
+export function ctrEvents(
+  ctd: Containerd,
+): { kill(signo: Deno.Signal): void; status: Promise<Deno.CommandStatus>; text: Promise<string> } {
+  const events = ctd.spawnCtr(["events"]);
+  const text = new Response(events.stdout).text();
+  events.stderr.cancel();
+  return { kill: (signo) => events.kill(signo), status: events.status, text };
+}
+
+/** `ctr run --rm` as `id` of a workload that writes to both streams and exits 3: all comes through. */
+export async function checkRunOutput(ctd: Containerd, id: string): Promise<void> {
+  const r = await ctd.ctr(
+    ["run", "--rm", "--runtime", RUNTIME, IMAGE, id, "sh", "-c", "echo out; echo err >&2; exit 3"],
+    { timeoutMs: 150_000 },
+  );
+  equal(r.stdout, "out\n");
+  equal(r.stderr, "err\n");
+  equal(r.code, 3);
+  await assertNoLeftovers(ctd, [id]);
+}
+
+/** Waits until `ctr task ls` shows task `id` STOPPED. */
+export async function waitStopped(ctd: Containerd, id: string, ms = 60_000): Promise<void> {
+  await waitFor(
+    `${id} to stop`,
+    async () => (await tasks(ctd))[id]?.[1] === "STOPPED" || undefined,
+    ms,
+  );
 }

@@ -5,13 +5,7 @@
  * start, and produce output concurrently — each routed to its own stdio and exit.
  */
 import assert from "node:assert/strict";
-import {
-  DENO,
-  GUEST_MAIN,
-  type LoopRootfs,
-  makeLoopRootfs,
-  makeNetns,
-} from "../helpers/guest_env.ts";
+import { guestInitArgv, type LoopRootfs, makeLoopRootfs, makeNetns } from "../helpers/guest_env.ts";
 import type { GuestConfig, GuestProcess } from "../../lib/guest_protocol.ts";
 import { type ChannelProcess, GuestChannel, GuestExecError } from "../../lib/vm/channel.ts";
 import type { VmExit } from "../../lib/vm/types.ts";
@@ -83,17 +77,7 @@ async function withGuest(
         "unshare",
         "-m",
         "-u",
-        DENO,
-        "run",
-        "-A",
-        "--no-check",
-        "--cached-only",
-        "--no-config",
-        GUEST_MAIN,
-        "--channel",
-        sock,
-        "--work-dir",
-        `${dir}/work`,
+        ...guestInitArgv(sock, `${dir}/work`),
       ],
       stdin: "null",
       stdout: "null",

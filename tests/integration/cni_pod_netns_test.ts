@@ -7,17 +7,15 @@
  * the next run in the same netns sweeps the dead run's redirect and state dir.
  */
 import assert from "node:assert/strict";
-import { addNetworkList, delNetworkList } from "../../lib/net/cni.ts";
-import { pickCniNetwork } from "../../lib/net/cni_config.ts";
-import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
-import { createNamedNetns, deleteNamedNetns } from "../../lib/net/netns.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
-import { diffSnapshots, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
+import { assertHostUnchanged, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
 import {
-  DEBIAN_CNI_BIN,
+  outboundIp,
+  requireCniPlugins,
   tempDirWith,
   tutorialBridge,
   tutorialLoopback,
+  tutorialNetns,
 } from "../helpers/cni_fixtures.ts";
 import {
   httpGet,
@@ -32,26 +30,6 @@ import {
   waitProcsGone,
 } from "../helpers/pod_run.ts";
 
-async function hostIp(): Promise<string> {
-  const o = await new Deno.Command("ip", {
-    args: ["-4", "-o", "route", "get", "1.1.1.1"],
-    stdout: "piped",
-  }).output();
-  const ip = /src (\S+)/.exec(new TextDecoder().decode(o.stdout))?.[1];
-  if (!ip) throw new Error("this host has no IPv4 default route: the outbound test needs one");
-  return ip;
-}
-
-async function requirePlugins(): Promise<void> {
-  for (const p of ["bridge", "host-local", "loopback"]) {
-    await Deno.stat(`${DEBIAN_CNI_BIN}/${p}`).catch(() => {
-      throw new Error(
-        `${DEBIAN_CNI_BIN}/${p} missing: apt-get install containernetworking-plugins`,
-      );
-    });
-  }
-}
-
 /** A guest script: report the address, send one line out, serve /www on each port (last in front). */
 function serveScript(egress: string, ports: number[]): string {
   const bg = ports.slice(0, -1).map((p) => `httpd -p ${p} -h /www && `).join("");
@@ -61,7 +39,7 @@ function serveScript(egress: string, ports: number[]): string {
 }
 
 Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at the pod IP on any port; egress from the pod IP; netns left as found", async () => {
-  await requirePlugins();
+  await requireCniPlugins(["bridge", "host-local", "loopback"]);
   const before = await hostSnapshot();
   const conf = await tempDirWith({
     "10-bridge.conf": tutorialBridge("nbxpod1", "nbxpodbr1", "10.214.1.0/24"),
@@ -70,17 +48,12 @@ Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at 
   const bundle = await Deno.makeTempDir({ prefix: "nbxpod-bundle-" });
   const state = await Deno.makeTempDir({ prefix: "nbxpod-state-" });
   const ns = `nbxpod-${crypto.randomUUID().slice(0, 8)}`;
-  const opts = { binDirs: [DEBIAN_CNI_BIN], cacheDir: `${state}/cache` };
-  const bridge = await pickCniNetwork(conf, "nbxpod1");
-  const lo = await pickCniNetwork(conf, "lo");
-  await recordHostBaseline(bridge, state);
-  const netns = await createNamedNetns(ns);
-  const rt = { containerId: ns, ifName: "eth0", netns: `/var/run/netns/${ns}` };
-  const ip = await hostIp();
+  const pod = await tutorialNetns(conf, "nbxpod1", ns, state);
+  const netns = pod.netns;
+  const ip = await outboundIp();
   const sink = oneShotListener(ip);
   try {
-    await addNetworkList(bridge, rt, opts);
-    await addNetworkList(lo, { ...rt, ifName: "lo" }, opts);
+    await pod.add();
     const nsBefore = await netnsState(netns);
     await makeBusyboxRootfs(`${bundle}/rootfs`);
     await Deno.writeTextFile(
@@ -94,7 +67,7 @@ Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at 
           env: ["PATH=/bin:/sbin:/usr/bin"],
         },
         hostname: "nbxpod-bundle",
-        linux: { namespaces: [{ type: "pid" }, { type: "network", path: rt.netns }] },
+        linux: { namespaces: [{ type: "pid" }, { type: "network", path: pod.path }] },
       }),
     );
     const run = nerdboxRun(["--backend", "qemu", "--bundle", bundle, "--name", ns]);
@@ -118,14 +91,10 @@ Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at 
     assert.equal(await netnsState(netns), nsBefore);
   } finally {
     sink.close();
-    await delNetworkList(lo, { ...rt, ifName: "lo" }, opts).catch(() => {});
-    await delNetworkList(bridge, rt, opts).catch(() => {});
-    await deleteNamedNetns(ns);
-    await cleanupHost(state);
+    await pod.teardown();
     for (const d of [conf, bundle, state]) await Deno.remove(d, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
 
 Deno.test("--netns PATH (no CNI flags): pod IP served, egress from it; SIGKILL of nerdbox → QEMU ends by itself, the next run sweeps the redirect and the state dir", async () => {
@@ -158,13 +127,10 @@ Deno.test("--netns PATH (no CNI flags): pod IP served, egress from it; SIGKILL o
       const procs = [...(await procsMentioning(stateDir)).values()];
       assert.ok(procs.some((a) => /qemu-system/.test(a)), `QEMU of the run: ${procs}`);
       assert.ok(!procs.some((a) => /passt/.test(a)), `no passt on the pod interface: ${procs}`);
-    } catch (e) {
+    } finally {
       run.child.kill("SIGKILL");
       await run.done;
-      throw e;
     }
-    run.child.kill("SIGKILL");
-    await run.done;
     const ms = await waitProcsGone(stateDir, 30_000);
     console.log(`QEMU of the SIGKILLed run (in a pod netns) gone ${ms} ms after the kill`);
     // Its redirect is still in the netns: nobody was left to undo it.

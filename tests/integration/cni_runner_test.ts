@@ -11,7 +11,12 @@ import { pickCniNetwork } from "../../lib/net/cni_config.ts";
 import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
 import { startCniSession } from "../../lib/net/cni_session.ts";
 import { createNamedNetns, deleteNamedNetns } from "../../lib/net/netns.ts";
-import { diffSnapshots, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
+import {
+  assertHostUnchanged,
+  diffSnapshots,
+  type HostSnapshot,
+  hostSnapshot,
+} from "../helpers/cni_host_snapshot.ts";
 import {
   DEBIAN_CNI_BIN,
   echoServerInNetns,
@@ -19,6 +24,7 @@ import {
   holdCniLock,
   portmapList,
   readLine,
+  requireCniPlugins,
   stop,
   tempDirWith,
   tutorialBridge,
@@ -29,36 +35,51 @@ import {
 
 const driver = new URL("../helpers/cni_session_driver.ts", import.meta.url).pathname;
 
-async function requirePlugins(): Promise<void> {
-  for (const p of ["bridge", "host-local", "loopback", "portmap"]) {
-    await Deno.stat(`${DEBIAN_CNI_BIN}/${p}`).catch(() => {
-      throw new Error(
-        `Debian CNI plugin ${DEBIAN_CNI_BIN}/${p} missing: apt-get install containernetworking-plugins`,
-      );
-    });
-  }
-}
-
-async function assertHostUnchanged(before: Awaited<ReturnType<typeof hostSnapshot>>) {
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
-}
-
 async function ipIn(netns: string, args: string[]): Promise<string> {
   const o = await new Deno.Command("ip", { args: ["-n", netns, ...args], stdout: "piped" })
     .output();
   return new TextDecoder().decode(o.stdout);
 }
 
-Deno.test("cni runner: the tutorial (bridge + host-local + loopback) with a host→pod server and pod→host source IP", async () => {
-  await requirePlugins();
-  const before = await hostSnapshot();
-  const conf = await tempDirWith({
+/**
+ * One runner case against a fresh config dir made of `files`: the plugins must be installed, the
+ * host is snapshotted before, the dir is removed after, and the host must be as it was.
+ */
+function cniTest(
+  name: string,
+  files: Record<string, unknown>,
+  body: (conf: string, before: HostSnapshot) => Promise<void>,
+): void {
+  Deno.test(`cni runner: ${name}`, async () => {
+    await requireCniPlugins();
+    const before = await hostSnapshot();
+    const conf = await tempDirWith(files);
+    try {
+      await body(conf, before);
+    } finally {
+      await Deno.remove(conf, { recursive: true });
+    }
+    await assertHostUnchanged(before);
+  });
+}
+
+/** The session driver (tests/helpers/cni_session_driver.ts) as a child, publishing one port. */
+function spawnDriver(id: string, conf: string, stderr: "piped" | "null"): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", driver, id, conf, DEBIAN_CNI_BIN, `${freePort()}:80`],
+    stdout: "piped",
+    stderr,
+  }).spawn();
+}
+
+cniTest(
+  "the tutorial (bridge + host-local + loopback) with a host→pod server and pod→host source IP",
+  {
     "10-bridge.conf": tutorialBridge("nbxcnitut", "nbxcni0", "10.213.0.0/24"),
     "99-loopback.conf": tutorialLoopback(),
-  });
-  let server: Deno.ChildProcess | undefined;
-  try {
+  },
+  async (conf) => {
+    let server: Deno.ChildProcess | undefined;
     const s = await startCniSession({
       id: "nbxcni-tut",
       confDir: conf,
@@ -116,62 +137,48 @@ Deno.test("cni runner: the tutorial (bridge + host-local + loopback) with a host
       Deno.stat("/var/lib/cni/results/nbxcnitut-nbxcni-tut-eth0"),
       Deno.errors.NotFound,
     );
-    await assertHostUnchanged(before);
-  } finally {
-    await Deno.remove(conf, { recursive: true });
-  }
-});
+  },
+);
 
-Deno.test("cni runner: -p through the portmap plugin reaches the pod; teardown removes the rules and chains", async () => {
-  await requirePlugins();
-  const before = await hostSnapshot();
-  const conf = await tempDirWith({
-    "10-pm.conflist": portmapList("nbxcnipm", "nbxcni1", "10.213.1.0/24"),
-  });
+cniTest("-p through the portmap plugin reaches the pod; teardown removes the rules and chains", {
+  "10-pm.conflist": portmapList("nbxcnipm", "nbxcni1", "10.213.1.0/24"),
+}, async (conf) => {
   const hostPort = freePort();
   let server: Deno.ChildProcess | undefined;
+  const s = await startCniSession({
+    id: "nbxcni-pm",
+    confDir: conf,
+    binDir: DEBIAN_CNI_BIN,
+    ports: [{ hostPort, guestPort: 8081, protocol: "tcp" }],
+  });
   try {
-    const s = await startCniSession({
-      id: "nbxcni-pm",
-      confDir: conf,
-      binDir: DEBIAN_CNI_BIN,
-      ports: [{ hostPort, guestPort: 8081, protocol: "tcp" }],
-    });
-    try {
-      server = await echoServerInNetns(s.netnsPath, 8081);
-      const nat = new TextDecoder().decode(
-        (await new Deno.Command("iptables-save", { args: ["-t", "nat"], stdout: "piped" }).output())
-          .stdout,
-      );
-      assert.match(
-        nat,
-        new RegExp(`--dport ${hostPort} -j DNAT --to-destination 10\\.213\\.1\\.2:8081`),
-      );
-      const hostIp = (await new Deno.Command("ip", {
-        args: ["-4", "-o", "route", "get", "1.1.1.1"],
-        stdout: "piped",
-      })
-        .output()).stdout;
-      const src = /src (\S+)/.exec(new TextDecoder().decode(hostIp))?.[1];
-      assert.ok(src, "host has an outbound IPv4 address");
-      assert.match(await readLine(src, hostPort), /^hello from 10\.213\.1\.2 to /);
-      assert.match(await readLine("127.0.0.1", hostPort), /^hello from 10\.213\.1\.2 to /);
-    } finally {
-      if (server) await stop(server);
-      await s.teardown();
-    }
-    await assertHostUnchanged(before);
+    server = await echoServerInNetns(s.netnsPath, 8081);
+    const nat = new TextDecoder().decode(
+      (await new Deno.Command("iptables-save", { args: ["-t", "nat"], stdout: "piped" }).output())
+        .stdout,
+    );
+    assert.match(
+      nat,
+      new RegExp(`--dport ${hostPort} -j DNAT --to-destination 10\\.213\\.1\\.2:8081`),
+    );
+    const hostIp = (await new Deno.Command("ip", {
+      args: ["-4", "-o", "route", "get", "1.1.1.1"],
+      stdout: "piped",
+    })
+      .output()).stdout;
+    const src = /src (\S+)/.exec(new TextDecoder().decode(hostIp))?.[1];
+    assert.ok(src, "host has an outbound IPv4 address");
+    assert.match(await readLine(src, hostPort), /^hello from 10\.213\.1\.2 to /);
+    assert.match(await readLine("127.0.0.1", hostPort), /^hello from 10\.213\.1\.2 to /);
   } finally {
-    await Deno.remove(conf, { recursive: true });
+    if (server) await stop(server);
+    await s.teardown();
   }
 });
 
-Deno.test("cni runner: a duplicate ADD is refused and leaves the live attachment intact", async () => {
-  await requirePlugins();
-  const before = await hostSnapshot();
-  const conf = await tempDirWith({
-    "10-bridge.conf": tutorialBridge("nbxcnidup", "nbxcni2", "10.213.2.0/24"),
-  });
+cniTest("a duplicate ADD is refused and leaves the live attachment intact", {
+  "10-bridge.conf": tutorialBridge("nbxcnidup", "nbxcni2", "10.213.2.0/24"),
+}, async (conf, before) => {
   const ns = "nbxcni-dup";
   const state = await Deno.makeTempDir({ prefix: "nbxcni-state-" });
   const opts = {
@@ -201,185 +208,142 @@ Deno.test("cni runner: a duplicate ADD is refused and leaves the live attachment
     if (before.forwarding.includes("ipv4 0")) {
       assert.match(leftover, /\+ ipv4 1/, "ip_forward left at 1 by the bridge plugin");
     } else assert.doesNotMatch(leftover, /ipv4/, "ip_forward was 1 before and stays 1");
-    // … and what nerdbox's host cleanup puts back (checked below)
+    // … and what nerdbox's host cleanup puts back (cniTest checks the host afterwards)
   } finally {
     await deleteNamedNetns(ns);
     assert.deepEqual(await cleanupHost(state), []);
     await Deno.remove(state, { recursive: true });
     await Deno.remove(opts.cacheDir, { recursive: true });
-    await Deno.remove(conf, { recursive: true });
   }
-  await assertHostUnchanged(before);
 });
 
-Deno.test("cni runner: a missing plugin is a clear error before anything is made", async () => {
-  await requirePlugins();
-  const before = await hostSnapshot();
-  const list = portmapList("nbxcnimiss", "nbxcni3", "10.213.3.0/24");
-  list.plugins.splice(1, 0, { type: "nbxfake-not-installed" } as never);
-  const conf = await tempDirWith({ "10-miss.conflist": list });
-  try {
-    await assert.rejects(
-      startCniSession({ id: "nbxcni-miss", confDir: conf, binDir: DEBIAN_CNI_BIN, ports: [] }),
+/** A conflist whose plugin list has `type` inserted at `at`. */
+function withPlugin(list: ReturnType<typeof portmapList>, at: number, type: string) {
+  list.plugins.splice(at, 0, { type } as never);
+  return list;
+}
+
+/** Sessions refused before anything is made: a clear error, no cache entry, the host untouched. */
+const REFUSALS = [
+  {
+    name: "a missing plugin is a clear error before anything is made",
+    files: {
+      "10-miss.conflist": withPlugin(
+        portmapList("nbxcnimiss", "nbxcni3", "10.213.3.0/24"),
+        1,
+        "nbxfake-not-installed",
+      ),
+    },
+    id: "nbxcni-miss",
+    cache: "nbxcnimiss-nbxcni-miss-eth0",
+    error:
       /network "nbxcnimiss" \(.*10-miss\.conflist\): failed to find plugin "nbxfake-not-installed" in path \[\/usr\/lib\/cni\]/,
-    );
-    await assertHostUnchanged(before);
-  } finally {
-    await Deno.remove(conf, { recursive: true });
-  }
-});
-
-Deno.test("cni runner: a plugin failing in the middle of the list rolls everything back", async () => {
-  await requirePlugins();
-  const before = await hostSnapshot();
-  const bin = await Deno.makeTempDir({ prefix: "nbxcni-bin-" });
-  await writeFakePlugin(bin, "nbxfake-fail", { fail: "test fake: no" });
-  const list = portmapList("nbxcnifail", "nbxcni4", "10.213.4.0/24");
-  list.plugins.splice(2, 0, { type: "nbxfake-fail" } as never); // bridge, portmap, FAIL, loopback
-  const conf = await tempDirWith({ "10-fail.conflist": list });
-  try {
-    await assert.rejects(
-      startCniSession({
-        id: "nbxcni-fail",
-        confDir: conf,
-        binDir: `${bin}:${DEBIAN_CNI_BIN}`,
-        ports: [{ hostPort: freePort(), guestPort: 80, protocol: "tcp" }],
-      }),
+  },
+  {
+    name: "a plugin failing in the middle of the list rolls everything back",
+    // bridge, portmap, FAIL, loopback
+    files: {
+      "10-fail.conflist": withPlugin(
+        portmapList("nbxcnifail", "nbxcni4", "10.213.4.0/24"),
+        2,
+        "nbxfake-fail",
+      ),
+    },
+    id: "nbxcni-fail",
+    cache: "nbxcnifail-nbxcni-fail-eth0",
+    fakeFail: true,
+    ports: [{ hostPort: freePort(), guestPort: 80, protocol: "tcp" as const }],
+    error:
       /ADD failed at network "nbxcnifail" plugins\[2\] \(nbxfake-fail\): .*test fake: no.*rolled back with DEL/,
-    );
-    await assert.rejects(
-      Deno.stat("/var/lib/cni/results/nbxcnifail-nbxcni-fail-eth0"),
-      Deno.errors.NotFound,
-    );
-    await assertHostUnchanged(before);
-  } finally {
-    await Deno.remove(conf, { recursive: true });
-    await Deno.remove(bin, { recursive: true });
-  }
-});
+  },
+  {
+    name: "a bad config names the file and field; nothing is made",
+    files: {
+      "10-bad.conflist": { cniVersion: "1.1.0", name: "nbxcnibad", plugins: [{ type: "bridge" }] },
+    },
+    id: "nbxcni-bad",
+    cache: "nbxcnibad-nbxcni-bad-eth0",
+    error: /CNI config .*10-bad\.conflist: cniVersion: "1\.1\.0" is not supported/,
+  },
+];
 
-Deno.test("cni runner: a bad config names the file and field; nothing is made", async () => {
-  await requirePlugins();
-  const before = await hostSnapshot();
-  const conf = await tempDirWith({
-    "10-bad.conflist": { cniVersion: "1.1.0", name: "nbxcnibad", plugins: [{ type: "bridge" }] },
-  });
-  try {
-    await assert.rejects(
-      startCniSession({ id: "nbxcni-bad", confDir: conf, binDir: DEBIAN_CNI_BIN, ports: [] }),
-      /CNI config .*10-bad\.conflist: cniVersion: "1\.1\.0" is not supported/,
-    );
-    await assertHostUnchanged(before);
-  } finally {
-    await Deno.remove(conf, { recursive: true });
-  }
-});
-
-for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  Deno.test(`cni runner: ${signal} during a session tears down (exit ${signal === "SIGINT" ? 130 : 143})`, async () => {
-    await requirePlugins();
-    const before = await hostSnapshot();
-    const conf = await tempDirWith({
-      "10-pm.conflist": portmapList("nbxcnisig", "nbxcni5", "10.213.5.0/24"),
-    });
+for (const r of REFUSALS) {
+  cniTest(r.name, r.files, async (conf) => {
+    const bin = r.fakeFail ? await Deno.makeTempDir({ prefix: "nbxcni-bin-" }) : undefined;
     try {
-      const child = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          "--quiet",
-          driver,
-          "nbxcni-sig",
-          conf,
-          DEBIAN_CNI_BIN,
-          `${freePort()}:80`,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      const { value } = await reader.read();
-      assert.deepEqual(JSON.parse(value!).podIps, ["10.213.5.2"]);
-      child.kill(signal);
-      const status = await child.status;
-      reader.releaseLock();
-      await child.stdout.cancel().catch(() => {});
-      await child.stderr.cancel().catch(() => {});
-      assert.equal(status.code, signal === "SIGINT" ? 130 : 143);
-      await assertHostUnchanged(before);
+      if (bin) await writeFakePlugin(bin, "nbxfake-fail", { fail: "test fake: no" });
+      await assert.rejects(
+        startCniSession({
+          id: r.id,
+          confDir: conf,
+          binDir: bin ? `${bin}:${DEBIAN_CNI_BIN}` : DEBIAN_CNI_BIN,
+          ports: r.ports ?? [],
+        }),
+        r.error,
+      );
+      await assert.rejects(Deno.stat(`/var/lib/cni/results/${r.cache}`), Deno.errors.NotFound);
     } finally {
-      await Deno.remove(conf, { recursive: true });
+      if (bin) await Deno.remove(bin, { recursive: true });
     }
   });
 }
 
-Deno.test("cni runner: a SIGKILLed session is DELed by the next session's GC", async () => {
-  await requirePlugins();
-  const before = await hostSnapshot();
-  const conf = await tempDirWith({
-    "10-pm.conflist": portmapList("nbxcnigc", "nbxcni6", "10.213.6.0/24"),
-  });
-  try {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--quiet", driver, "nbxcni-gc", conf, DEBIAN_CNI_BIN, `${freePort()}:80`],
-      stdout: "piped",
-      stderr: "null",
-    }).spawn();
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  cniTest(`${signal} during a session tears down (exit ${signal === "SIGINT" ? 130 : 143})`, {
+    "10-pm.conflist": portmapList("nbxcnisig", "nbxcni5", "10.213.5.0/24"),
+  }, async (conf) => {
+    const child = spawnDriver("nbxcni-sig", conf, "piped");
     const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    await reader.read();
-    child.kill("SIGKILL");
-    await child.status;
+    const { value } = await reader.read();
+    assert.deepEqual(JSON.parse(value!).podIps, ["10.213.5.2"]);
+    child.kill(signal);
+    const status = await child.status;
     reader.releaseLock();
     await child.stdout.cancel().catch(() => {});
-    assert.ok(
-      (await hostSnapshot()).netns.some((l) => l.startsWith("nbx-nbxcni-gc")),
-      "leftover to collect",
-    );
-    const s = await startCniSession({
-      id: "nbxcni-gc2",
-      confDir: conf,
-      binDir: DEBIAN_CNI_BIN,
-      ports: [],
-    });
-    assert.deepEqual(
-      s.podIps,
-      ["10.213.6.2"],
-      "the dead session's address was released by its DEL",
-    );
-    await s.teardown();
-    await assert.rejects(
-      Deno.stat("/var/lib/cni/results/nbxcnigc-nbxcni-gc-eth0"),
-      Deno.errors.NotFound,
-    );
-    await assertHostUnchanged(before);
-  } finally {
-    await Deno.remove(conf, { recursive: true });
-  }
+    await child.stderr.cancel().catch(() => {});
+    assert.equal(status.code, signal === "SIGINT" ? 130 : 143);
+  });
+}
+
+cniTest("a SIGKILLed session is DELed by the next session's GC", {
+  "10-pm.conflist": portmapList("nbxcnigc", "nbxcni6", "10.213.6.0/24"),
+}, async (conf) => {
+  const child = spawnDriver("nbxcni-gc", conf, "null");
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  await reader.read();
+  child.kill("SIGKILL");
+  await child.status;
+  reader.releaseLock();
+  await child.stdout.cancel().catch(() => {});
+  assert.ok(
+    (await hostSnapshot()).netns.some((l) => l.startsWith("nbx-nbxcni-gc")),
+    "leftover to collect",
+  );
+  const s = await startCniSession({
+    id: "nbxcni-gc2",
+    confDir: conf,
+    binDir: DEBIAN_CNI_BIN,
+    ports: [],
+  });
+  assert.deepEqual(
+    s.podIps,
+    ["10.213.6.2"],
+    "the dead session's address was released by its DEL",
+  );
+  await s.teardown();
+  await assert.rejects(
+    Deno.stat("/var/lib/cni/results/nbxcnigc-nbxcni-gc-eth0"),
+    Deno.errors.NotFound,
+  );
 });
 
-Deno.test("cni runner: SIGINT during the setup is held, the finished ADD undone, exit 130", async () => {
-  await requirePlugins();
-  const before = await hostSnapshot();
-  const conf = await tempDirWith({
-    "10-pm.conflist": portmapList("nbxcnihold", "nbxcni12", "10.213.12.0/24"),
-  });
+cniTest("SIGINT during the setup is held, the finished ADD undone, exit 130", {
+  "10-pm.conflist": portmapList("nbxcnihold", "nbxcni12", "10.213.12.0/24"),
+}, async (conf) => {
   const release = await holdCniLock(); // the session waits for it inside its setup
   let released = false;
   try {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--quiet",
-        driver,
-        "nbxcni-hold",
-        conf,
-        DEBIAN_CNI_BIN,
-        `${freePort()}:80`,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
+    const child = spawnDriver("nbxcni-hold", conf, "piped");
     await waitSigintHandler(child.pid);
     child.kill("SIGINT");
     release();
@@ -389,54 +353,44 @@ Deno.test("cni runner: SIGINT during the setup is held, the finished ADD undone,
     assert.equal(out.code, 130, stderr);
     assert.match(stderr, /interrupted by SIGINT during CNI setup; detaching/);
     assert.equal(new TextDecoder().decode(out.stdout), "", "the session was never handed out");
-    await assertHostUnchanged(before);
   } finally {
     if (!released) release();
-    await Deno.remove(conf, { recursive: true });
   }
 });
 
-Deno.test("cni runner: two sessions on one network share the bridge; only the last teardown restores the host", async () => {
-  await requirePlugins();
-  const before = await hostSnapshot();
-  const conf = await tempDirWith({
-    "10-pm.conflist": portmapList("nbxcnitwo", "nbxcni13", "10.213.13.0/24"),
+cniTest("two sessions on one network share the bridge; only the last teardown restores the host", {
+  "10-pm.conflist": portmapList("nbxcnitwo", "nbxcni13", "10.213.13.0/24"),
+}, async (conf) => {
+  const a = await startCniSession({
+    id: "nbxcni-two-a",
+    confDir: conf,
+    binDir: DEBIAN_CNI_BIN,
+    ports: [],
+  });
+  const b = await startCniSession({
+    id: "nbxcni-two-b",
+    confDir: conf,
+    binDir: DEBIAN_CNI_BIN,
+    ports: [{ hostPort: freePort(), guestPort: 80, protocol: "tcp" }],
   });
   try {
-    const a = await startCniSession({
-      id: "nbxcni-two-a",
-      confDir: conf,
-      binDir: DEBIAN_CNI_BIN,
-      ports: [],
-    });
-    const b = await startCniSession({
-      id: "nbxcni-two-b",
-      confDir: conf,
-      binDir: DEBIAN_CNI_BIN,
-      ports: [{ hostPort: freePort(), guestPort: 80, protocol: "tcp" }],
-    });
-    try {
-      assert.deepEqual([a.podIps, b.podIps], [["10.213.13.2"], ["10.213.13.3"]]);
-      await a.teardown();
-      const mid = await hostSnapshot();
-      assert.ok(mid.links.some((l) => l.startsWith("nbxcni13:")), "b still needs the bridge");
-      assert.ok(mid.netns.some((l) => l.startsWith("nbx-nbxcni-two-b")));
-      assert.ok(!mid.netns.some((l) => l.startsWith("nbx-nbxcni-two-a")));
-      assert.match(mid.forwarding[0], /ipv4 1/);
-      assert.ok(
-        mid.iptables.some((l) => l.includes("nbxcni-two-b")),
-        "b's masquerade rule stays",
-      );
-      assert.ok(
-        !mid.iptables.some((l) => l.includes("nbxcni-two-a")),
-        "a's masquerade rule went",
-      );
-    } finally {
-      await a.teardown();
-      await b.teardown();
-    }
-    await assertHostUnchanged(before);
+    assert.deepEqual([a.podIps, b.podIps], [["10.213.13.2"], ["10.213.13.3"]]);
+    await a.teardown();
+    const mid = await hostSnapshot();
+    assert.ok(mid.links.some((l) => l.startsWith("nbxcni13:")), "b still needs the bridge");
+    assert.ok(mid.netns.some((l) => l.startsWith("nbx-nbxcni-two-b")));
+    assert.ok(!mid.netns.some((l) => l.startsWith("nbx-nbxcni-two-a")));
+    assert.match(mid.forwarding[0], /ipv4 1/);
+    assert.ok(
+      mid.iptables.some((l) => l.includes("nbxcni-two-b")),
+      "b's masquerade rule stays",
+    );
+    assert.ok(
+      !mid.iptables.some((l) => l.includes("nbxcni-two-a")),
+      "a's masquerade rule went",
+    );
   } finally {
-    await Deno.remove(conf, { recursive: true });
+    await a.teardown();
+    await b.teardown();
   }
 });

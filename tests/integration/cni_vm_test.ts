@@ -5,129 +5,58 @@
  * normal exit, SIGINT and SIGTERM all leave the host as it was. Failures are checked at the CLI.
  */
 import assert from "node:assert/strict";
-import { addNetworkList, delNetworkList } from "../../lib/net/cni.ts";
-import { pickCniNetwork } from "../../lib/net/cni_config.ts";
-import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
 import { createNamedNetns, deleteNamedNetns } from "../../lib/net/netns.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
-import { diffSnapshots, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
+import { assertHostUnchanged, hostSnapshot } from "../helpers/cni_host_snapshot.ts";
 import {
   DEBIAN_CNI_BIN,
   freePort,
   holdCniLock,
+  outboundIp,
   portmapList,
+  requireCniPlugins,
   tempDirWith,
   tutorialBridge,
   tutorialLoopback,
+  tutorialNetns,
   waitSigintHandler,
 } from "../helpers/cni_fixtures.ts";
+import { httpGet, nerdboxRun, oneShotListener, type PodRun, waitFor } from "../helpers/pod_run.ts";
 
-const NERDBOX = new URL("../../bin/nerdbox", import.meta.url).pathname;
-const BOOT_TIMEOUT_MS = 120_000;
-
-interface Run {
-  child: Deno.ChildProcess;
-  output: () => string;
-  done: Promise<{ code: number; output: string }>;
-}
-
-function nerdboxRun(args: string[]): Run {
-  const child = new Deno.Command(NERDBOX, {
-    args: ["run", ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let out = "";
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    for await (const c of s.pipeThrough(new TextDecoderStream())) out += c;
-  };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
-  const done = (async () => {
-    const st = await child.status;
-    await pumps;
-    return { code: st.code, output: out };
-  })();
-  return { child, output: () => out, done };
-}
-
-async function waitFor<T>(what: string, run: Run, fn: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + BOOT_TIMEOUT_MS;
-  let exited = false;
-  run.done.then(() => exited = true);
-  while (Date.now() < deadline) {
-    const v = await fn().catch(() => undefined);
-    if (v !== undefined) return v;
-    if (exited) throw new Error(`nerdbox run exited while waiting for ${what}:\n${run.output()}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  run.child.kill("SIGKILL");
-  throw new Error(`timed out waiting for ${what}:\n${run.output()}`);
-}
-
-async function httpGet(url: string): Promise<string | undefined> {
-  const r = await fetch(url, { signal: AbortSignal.timeout(2000) });
-  return r.ok ? (await r.text()).trim() : undefined;
-}
-
-async function hostIp(): Promise<string> {
-  const o = await new Deno.Command("ip", {
-    args: ["-4", "-o", "route", "get", "1.1.1.1"],
-    stdout: "piped",
-  })
-    .output();
-  const ip = /src (\S+)/.exec(new TextDecoder().decode(o.stdout))?.[1];
-  if (!ip) throw new Error("this host has no IPv4 default route: the outbound test needs one");
-  return ip;
-}
-
-async function requireAll(): Promise<void> {
-  for (const p of ["bridge", "host-local", "loopback", "portmap"]) {
-    await Deno.stat(`${DEBIAN_CNI_BIN}/${p}`).catch(() => {
-      throw new Error(
-        `${DEBIAN_CNI_BIN}/${p} missing: apt-get install containernetworking-plugins`,
-      );
-    });
-  }
+/** `nerdbox run --backend qemu --cni` with `conf` and Debian's plugins, more `flags`, then `cmd`. */
+function cniRun(conf: string, rootfs: string, flags: string[], cmd: string[]): PodRun {
+  return nerdboxRun([
+    "--backend",
+    "qemu",
+    "--cni",
+    "--cni-conf-dir",
+    conf,
+    "--cni-bin-dir",
+    DEBIAN_CNI_BIN,
+    ...flags,
+    rootfs,
+    "--",
+    ...cmd,
+  ]);
 }
 
 const HTTPD =
   "mkdir -p /www && echo served-by-guest > /www/index.html && exec httpd -f -p 80 -h /www";
 
 Deno.test("nerdbox run --cni: tutorial confs, guest egress leaves from the pod IP, exit status, clean host", async () => {
-  await requireAll();
+  await requireCniPlugins();
   const before = await hostSnapshot();
   const rootfs = await makeBusyboxRootfs();
   const conf = await tempDirWith({
     "10-bridge.conf": tutorialBridge("nbxcnivm1", "nbxcni7", "10.213.7.0/24"),
     "99-loopback.conf": tutorialLoopback(),
   });
-  const ip = await hostIp();
-  const listener = Deno.listen({ hostname: ip, port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
+  const ip = await outboundIp();
+  const listener = oneShotListener(ip);
+  const port = listener.port;
   try {
-    const accepted = (async () => {
-      const conn = await listener.accept();
-      const buf = new Uint8Array(64);
-      const n = await conn.read(buf);
-      conn.close();
-      return {
-        from: (conn.remoteAddr as Deno.NetAddr).hostname,
-        text: new TextDecoder().decode(buf.subarray(0, n ?? 0)).trim(),
-      };
-    })();
-    const run = nerdboxRun([
-      "--backend",
-      "qemu",
-      "--cni",
-      "--cni-conf-dir",
-      conf,
-      "--cni-bin-dir",
-      DEBIAN_CNI_BIN,
-      "--name",
-      "nbxcni-vm1",
-      rootfs,
-      "--",
+    const accepted = listener.got;
+    const run = cniRun(conf, rootfs, ["--name", "nbxcni-vm1"], [
       "sh",
       "-c",
       `ip -4 -o addr show eth0; echo hello-from-guest | nc ${ip} ${port}; exit 7`,
@@ -142,12 +71,11 @@ Deno.test("nerdbox run --cni: tutorial confs, guest egress leaves from the pod I
     await Deno.remove(conf, { recursive: true });
     await Deno.remove(rootfs, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
 
 Deno.test("nerdbox run --cni: SIGINT during the CNI setup → attachment undone, 130, clean host", async () => {
-  await requireAll();
+  await requireCniPlugins();
   const before = await hostSnapshot();
   const rootfs = await makeBusyboxRootfs();
   const conf = await tempDirWith({
@@ -157,21 +85,7 @@ Deno.test("nerdbox run --cni: SIGINT during the CNI setup → attachment undone,
   const release = await holdCniLock(); // as if another nerdbox were attaching right now
   let released = false;
   try {
-    const run = nerdboxRun([
-      "--backend",
-      "qemu",
-      "--cni",
-      "--cni-conf-dir",
-      conf,
-      "--cni-bin-dir",
-      DEBIAN_CNI_BIN,
-      "--name",
-      "nbxcni-vm2",
-      rootfs,
-      "--",
-      "sleep",
-      "600",
-    ]);
+    const run = cniRun(conf, rootfs, ["--name", "nbxcni-vm2"], ["sleep", "600"]);
     await waitSigintHandler(run.child.pid);
     run.child.kill("SIGINT");
     release();
@@ -184,34 +98,20 @@ Deno.test("nerdbox run --cni: SIGINT during the CNI setup → attachment undone,
     await Deno.remove(conf, { recursive: true });
     await Deno.remove(rootfs, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
 
 Deno.test("nerdbox run --cni -p: host port → portmap → pod IP → guest; SIGTERM → 143, clean host", async () => {
-  await requireAll();
+  await requireCniPlugins();
   const before = await hostSnapshot();
   const rootfs = await makeBusyboxRootfs();
   const conf = await tempDirWith({
     "10-pm.conflist": portmapList("nbxcnivm3", "nbxcni9", "10.213.9.0/24"),
   });
   const hostPort = freePort();
-  const ip = await hostIp();
+  const ip = await outboundIp();
   try {
-    const run = nerdboxRun([
-      "--backend",
-      "qemu",
-      "--cni",
-      "--cni-conf-dir",
-      conf,
-      "--cni-bin-dir",
-      DEBIAN_CNI_BIN,
-      "-p",
-      `${hostPort}:80`,
-      "--name",
-      "nbxcni-vm3",
-      rootfs,
-      "--",
+    const run = cniRun(conf, rootfs, ["-p", `${hostPort}:80`, "--name", "nbxcni-vm3"], [
       "sh",
       "-c",
       HTTPD,
@@ -231,12 +131,11 @@ Deno.test("nerdbox run --cni -p: host port → portmap → pod IP → guest; SIG
     await Deno.remove(conf, { recursive: true });
     await Deno.remove(rootfs, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
 
 Deno.test("nerdbox run --cni: missing plugin, failing config and flag misuse are exit 125 with a clear error", async () => {
-  await requireAll();
+  await requireCniPlugins();
   const before = await hostSnapshot();
   const missing = portmapList("nbxcnivm4", "nbxcni10", "10.213.10.0/24");
   missing.plugins[0].type = "nbxfake-absent";
@@ -285,12 +184,11 @@ Deno.test("nerdbox run --cni: missing plugin, failing config and flag misuse are
     await Deno.remove(bad, { recursive: true });
     await Deno.remove(rootfs, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });
 
 Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepared (the tutorial's runsc flow)", async () => {
-  await requireAll();
+  await requireCniPlugins();
   const before = await hostSnapshot();
   const conf = await tempDirWith({
     "10-bridge.conf": tutorialBridge("nbxcnivm6", "nbxcni11", "10.213.11.0/24"),
@@ -299,16 +197,11 @@ Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepa
   const bundle = await Deno.makeTempDir({ prefix: "nbxcni-bundle-" });
   const state = await Deno.makeTempDir({ prefix: "nbxcni-state-" });
   const ns = "nbxcni-bundle";
-  const opts = { binDirs: [DEBIAN_CNI_BIN], cacheDir: `${state}/cache` };
-  const bridge = await pickCniNetwork(conf, "nbxcnivm6");
-  const lo = await pickCniNetwork(conf, "lo");
-  await recordHostBaseline(bridge, state);
-  const netns = await createNamedNetns(ns);
-  const rt = { containerId: ns, ifName: "eth0", netns: `/var/run/netns/${ns}` };
+  const pod = await tutorialNetns(conf, "nbxcnivm6", ns, state);
+  const netns = pod.netns;
   try {
     // the tutorial: ADD bridge as eth0 and loopback as lo, then hand the path to the runtime
-    await addNetworkList(bridge, rt, opts);
-    await addNetworkList(lo, { ...rt, ifName: "lo" }, opts);
+    await pod.add();
     await makeBusyboxRootfs(`${bundle}/rootfs`);
     await Deno.writeTextFile(
       `${bundle}/config.json`,
@@ -317,7 +210,7 @@ Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepa
         root: { path: "rootfs" },
         process: { args: ["sh", "-c", HTTPD], cwd: "/", env: ["PATH=/bin:/sbin:/usr/bin"] },
         hostname: "nbxcni-bundle",
-        linux: { namespaces: [{ type: "pid" }, { type: "network", path: rt.netns }] },
+        linux: { namespaces: [{ type: "pid" }, { type: "network", path: pod.path }] },
       }),
     );
     const run = nerdboxRun([
@@ -345,12 +238,8 @@ Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepa
     // nerdbox joined the netns but does not own it: it is still there, still attached
     await Deno.stat(netns);
   } finally {
-    await delNetworkList(lo, { ...rt, ifName: "lo" }, opts).catch(() => {});
-    await delNetworkList(bridge, rt, opts).catch(() => {});
-    await deleteNamedNetns(ns);
-    await cleanupHost(state);
+    await pod.teardown();
     for (const d of [conf, bundle, state]) await Deno.remove(d, { recursive: true });
   }
-  const diff = diffSnapshots(before, await hostSnapshot());
-  assert.equal(diff, "", `host state changed:\n${diff}`);
+  await assertHostUnchanged(before);
 });

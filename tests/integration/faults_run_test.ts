@@ -6,7 +6,7 @@
  * snapshot scoped to the run's id shows nothing left behind (process, state dir, socket, mount).
  */
 import { doesNotMatch, equal, match, notEqual, ok } from "node:assert/strict";
-import { NERDBOX, nerdbox } from "../helpers/nerdbox_cli.ts";
+import { NERDBOX, nerdbox, runArgv } from "../helpers/nerdbox_cli.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import {
   type Aspect,
@@ -74,20 +74,14 @@ async function pidOf(id: string, what: RegExp): Promise<number> {
 
 Deno.test("faults: kill -9 of QEMU mid-run: status 125, a clear message, nothing left", async () => {
   await withRun(async (rootfs, id) => {
-    const { status } = await spawnUntil([
-      "run",
-      "--name",
-      id,
-      "--backend",
-      "qemu",
-      "--accel",
-      "tcg",
-      rootfs,
-      "--",
-      "/bin/sh",
-      "-c",
-      "echo ready; sleep 300",
-    ], "ready");
+    const { status } = await spawnUntil(
+      runArgv(rootfs, ["/bin/sh", "-c", "echo ready; sleep 300"], {
+        name: id,
+        backend: "qemu",
+        accel: "tcg",
+      }),
+      "ready",
+    );
     Deno.kill(await pidOf(id, /qemu-system/), "SIGKILL");
     const r = await status;
     equal(r.code, 125, r.stderr);
@@ -98,20 +92,14 @@ Deno.test("faults: kill -9 of QEMU mid-run: status 125, a clear message, nothing
 
 Deno.test("faults: kill -9 of passt mid-run: the run still ends, and says its network died", async () => {
   await withRun(async (rootfs, id) => {
-    const { status } = await spawnUntil([
-      "run",
-      "--name",
-      id,
-      "--backend",
-      "qemu",
-      "--accel",
-      "tcg",
-      rootfs,
-      "--",
-      "/bin/sh",
-      "-c",
-      "echo ready; sleep 3; echo after",
-    ], "ready");
+    const { status } = await spawnUntil(
+      runArgv(rootfs, ["/bin/sh", "-c", "echo ready; sleep 3; echo after"], {
+        name: id,
+        backend: "qemu",
+        accel: "tcg",
+      }),
+      "ready",
+    );
     Deno.kill(await pidOf(id, /passt/), "SIGKILL");
     const r = await status;
     // The workload itself needs no network here: it finishes. But the user must learn that the
@@ -143,20 +131,14 @@ Deno.test("faults: a provider that never answers DHCP: the distinct dhcp_timeout
       ) {
         await new Promise((r) => setTimeout(r, 25));
       }
-      const r = await nerdbox([
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "qemu",
-        "--accel",
-        "tcg",
-        "--net",
-        `socket=${sock},mode=unixstream,mac=02:00:00:00:00:42,dhcp=true`,
-        rootfs,
-        "--",
-        "/bin/true",
-      ]);
+      const r = await nerdbox(
+        runArgv(rootfs, ["/bin/true"], {
+          name: id,
+          backend: "qemu",
+          accel: "tcg",
+          flags: ["--net", `socket=${sock},mode=unixstream,mac=02:00:00:00:00:42,dhcp=true`],
+        }),
+      );
       equal(r.code, 122, r.stderr); // GUEST_EXIT.dhcp_timeout
       match(r.stderr, /dhcp_timeout/);
       match(r.stderr, /02:00:00:00:00:42|DHCP/);
@@ -179,24 +161,15 @@ Deno.test("faults: a provider that accepts but never reads does not block the ru
       for await (const c of listener) held.push(c);
     })().catch(() => {});
     try {
-      const r = await nerdbox([
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "qemu",
-        "--accel",
-        "tcg",
-        "--net",
-        `socket=${sock},mode=unixstream,mac=02:00:00:00:00:43,addr=10.99.0.2/24`,
-        rootfs,
-        "--",
-        "/bin/sh",
-        "-c",
-        // Flood the NIC in the background (its frames pile up in a socket nobody reads; the
-        // flooder itself may block in sendto), then exit: the VM must still power off.
-        "(ping -c 100000 -i 0.001 10.99.0.1 >/dev/null 2>&1 &); sleep 3; echo finished",
-      ]);
+      // Flood the NIC in the background (its frames pile up in a socket nobody reads; the
+      // flooder itself may block in sendto), then exit: the VM must still power off.
+      const flood = "(ping -c 100000 -i 0.001 10.99.0.1 >/dev/null 2>&1 &); sleep 3; echo finished";
+      const r = await nerdbox(runArgv(rootfs, ["/bin/sh", "-c", flood], {
+        name: id,
+        backend: "qemu",
+        accel: "tcg",
+        flags: ["--net", `socket=${sock},mode=unixstream,mac=02:00:00:00:00:43,addr=10.99.0.2/24`],
+      }));
       equal(r.code, 0, r.stderr);
       equal(r.stdout, "finished\n");
     } finally {
@@ -216,18 +189,10 @@ Deno.test("faults: a full disk while assembling the guest image: clear error, no
     }).output();
     equal(mount.code, 0, new TextDecoder().decode(mount.stderr));
     try {
-      const r = await nerdbox([
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "qemu",
-        "--accel",
-        "tcg",
-        rootfs,
-        "--",
-        "/bin/true",
-      ], { NERDBOX_CACHE_DIR: cache });
+      const r = await nerdbox(
+        runArgv(rootfs, ["/bin/true"], { name: id, backend: "qemu", accel: "tcg" }),
+        { NERDBOX_CACHE_DIR: cache },
+      );
       equal(r.code, 125, r.stderr);
       match(r.stderr, /No space left on device|ENOSPC|no space/i);
       doesNotMatch(r.stderr, /at (async )?[\w.]+ \(file:/, "a message, not a stack trace");

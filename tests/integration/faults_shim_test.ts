@@ -16,23 +16,10 @@ import {
 import { assertNothingLeft, nerdboxProcesses, takeHostSnapshot } from "../helpers/host_snapshot.ts";
 import { socketPath } from "../../lib/shim/address.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
+import { waitFor } from "../helpers/wait.ts";
 
 const R = ["--runtime", RUNTIME];
 const ASPECTS = ["processes", "mounts", "runFiles", "netns"] as const;
-
-async function waitFor<T>(
-  what: string,
-  fn: () => Promise<T | undefined>,
-  ms = 120_000,
-): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 async function taskStatus(ctd: Containerd, id: string): Promise<string | undefined> {
   const r = await ctd.ctr(["task", "ls"]);

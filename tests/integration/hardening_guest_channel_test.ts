@@ -16,6 +16,7 @@ import {
 } from "../../lib/guest_protocol.ts";
 import { GuestChannel, guestErrorExit } from "../../lib/vm/channel.ts";
 import type { VmExit } from "../../lib/vm/types.ts";
+import { childrenOf } from "../helpers/procs.ts";
 
 const CONFIG: GuestConfig = {
   version: GUEST_PROTOCOL_VERSION,
@@ -27,17 +28,8 @@ const CONFIG: GuestConfig = {
 };
 
 /** Children of this test process (a spawned helper would show up here). */
-async function children(): Promise<number[]> {
-  const out: number[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const stat = await Deno.readTextFile(`/proc/${e.name}/stat`);
-      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-      if (ppid === Deno.pid) out.push(Number(e.name));
-    } catch { /* gone */ }
-  }
-  return out;
+function children(): Promise<number[]> {
+  return childrenOf(Deno.pid);
 }
 
 /** Files under dir, recursively. */

@@ -10,7 +10,7 @@ import { buildSandboxSpec } from "../../lib/spec/sandbox.ts";
 import { formatSpecError, SpecValidationError } from "../../lib/spec/types.ts";
 import { probeSocket } from "../../lib/net/probe.ts";
 import { NetnsError, validateNetnsPath } from "../../lib/net/netns.ts";
-import { nerdbox } from "../helpers/nerdbox_cli.ts";
+import { nerdbox, runArgv } from "../helpers/nerdbox_cli.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { assertNothingLeft, takeHostSnapshot } from "../helpers/host_snapshot.ts";
 
@@ -112,19 +112,14 @@ async function refusedRun(extra: string[], why: RegExp) {
   const before = await takeHostSnapshot({ aspects: ["processes", "runFiles", "mounts"] });
   try {
     await makeBusyboxRootfs(`${dir}/rootfs`);
-    const r = await nerdbox([
-      "run",
-      "--name",
-      id,
-      "--backend",
-      "qemu",
-      "--accel",
-      "tcg",
-      ...extra.map((a) => a.replaceAll("$DIR", dir)),
-      `${dir}/rootfs`,
-      "--",
-      "true",
-    ]);
+    const r = await nerdbox(
+      runArgv(`${dir}/rootfs`, ["true"], {
+        name: id,
+        backend: "qemu",
+        accel: "tcg",
+        flags: [...extra.map((a) => a.replaceAll("$DIR", dir))],
+      }),
+    );
     equal(r.code, 125, r.stderr);
     match(r.stderr, why);
     doesNotMatch(r.stderr, /apt-get install/, "the reason is the path, not a missing package");

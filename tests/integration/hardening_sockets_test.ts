@@ -5,7 +5,7 @@
  * with umask 000. Checked with a real connect() as `nobody` (setpriv + socat).
  */
 import { ok } from "node:assert/strict";
-import { NERDBOX } from "../helpers/nerdbox_cli.ts";
+import { NERDBOX, runArgv } from "../helpers/nerdbox_cli.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { RUN_STATE_ROOT } from "../../lib/cli/run.ts";
 import { assertNothingLeft, takeHostSnapshot } from "../helpers/host_snapshot.ts";
@@ -58,18 +58,11 @@ Deno.test("sockets: a run's channel and state-dir sockets refuse other local use
         "-c",
         'umask 000; exec "$0" "$@"',
         NERDBOX,
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "qemu",
-        "--accel",
-        "tcg",
-        `${dir}/rootfs`,
-        "--",
-        "/bin/sh",
-        "-c",
-        "sleep 60",
+        ...runArgv(`${dir}/rootfs`, ["/bin/sh", "-c", "sleep 60"], {
+          name: id,
+          backend: "qemu",
+          accel: "tcg",
+        }),
       ],
       stdin: "null",
       stdout: "null",

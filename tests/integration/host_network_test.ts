@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
-import { NERDBOX } from "../helpers/nerdbox_cli.ts";
+import { NERDBOX, runArgv } from "../helpers/nerdbox_cli.ts";
 import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/containerd.ts";
 import {
   diffHostSnapshots,
@@ -55,18 +55,13 @@ Deno.test("nerdbox run --netns <host netns> (QEMU): private passt, host untouche
   const dir = await Deno.makeTempDir({ prefix: "nb-hostnet-" });
   try {
     await makeBusyboxRootfs(`${dir}/rootfs`);
-    const out = await runChecked(NERDBOX, [
-      "run",
-      "--backend",
-      "qemu",
-      "--netns",
-      HOST_NETNS,
-      `${dir}/rootfs`,
-      "--",
-      "sh",
-      "-c",
-      GUEST_SCRIPT,
-    ]);
+    const out = await runChecked(
+      NERDBOX,
+      runArgv(`${dir}/rootfs`, ["sh", "-c", GUEST_SCRIPT], {
+        backend: "qemu",
+        flags: ["--netns", HOST_NETNS],
+      }),
+    );
     assert.match(out, /^default via /m, "the guest has passt's default route");
   } finally {
     await Deno.remove(dir, { recursive: true });

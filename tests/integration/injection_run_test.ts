@@ -6,7 +6,7 @@
  * in the workload's argv and environment.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
-import { nerdbox } from "../helpers/nerdbox_cli.ts";
+import { nerdbox, runArgv } from "../helpers/nerdbox_cli.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { assertNothingLeft, takeHostSnapshot } from "../helpers/host_snapshot.ts";
 
@@ -31,24 +31,13 @@ const SOCKET = '/tmp/nbx-inj/a,b "q" server=on.sock';
 const NET = `"socket=${SOCKET.replaceAll('"', '""')}",mode=unixstream,mac=02:00:00:00:00:01`;
 
 async function dryRun(backend: string, rootfs: string) {
-  const r = await nerdbox([
-    "run",
-    "--dry-run",
-    "--json",
-    "--backend",
-    backend,
-    "--name",
-    "nbx-inj-dry",
-    ...ENV.flatMap((e) => ["-e", e]),
-    "--net",
-    NET,
-    rootfs,
-    "--",
-    "/bin/sh",
-    "-c",
-    SCRIPT,
-    ...HOSTILE_ARGS,
-  ]);
+  const r = await nerdbox(
+    runArgv(rootfs, ["/bin/sh", "-c", SCRIPT, ...HOSTILE_ARGS], {
+      backend: backend,
+      name: "nbx-inj-dry",
+      flags: ["--dry-run", "--json", ...ENV.flatMap((e) => ["-e", e]), "--net", NET],
+    }),
+  );
   equal(r.code, 0, r.stderr);
   return JSON.parse(r.stdout);
 }
@@ -117,20 +106,14 @@ Deno.test("injection: a socket path with a newline is refused before QEMU starts
     const sock = `${dir}/x\n-object quit.sock`;
     using _provider = Deno.listen({ transport: "unix", path: sock });
     const net = `"socket=${sock}",mode=unixstream,mac=02:00:00:00:00:01`;
-    const r = await nerdbox([
-      "run",
-      "--name",
-      id,
-      "--backend",
-      "qemu",
-      "--accel",
-      "tcg",
-      "--net",
-      net,
-      `${dir}/rootfs`,
-      "--",
-      "true",
-    ]);
+    const r = await nerdbox(
+      runArgv(`${dir}/rootfs`, ["true"], {
+        name: id,
+        backend: "qemu",
+        accel: "tcg",
+        flags: ["--net", net],
+      }),
+    );
     equal(r.code, 125, r.stderr);
     match(r.stderr, /socket/);
     match(r.stderr, /control characters/);
@@ -151,24 +134,14 @@ Deno.test({
       await makeBusyboxRootfs(`${dir}/rootfs`);
       const workdir = "/tmp/dir with space,comma";
       await Deno.mkdir(`${dir}/rootfs${workdir}`, { recursive: true });
-      const r = await nerdbox([
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "qemu",
-        "--accel",
-        "tcg",
-        ...ENV.flatMap((e) => ["-e", e]),
-        "-w",
-        workdir,
-        `${dir}/rootfs`,
-        "--",
-        "/bin/sh",
-        "-c",
-        SCRIPT,
-        ...HOSTILE_ARGS,
-      ]);
+      const r = await nerdbox(
+        runArgv(`${dir}/rootfs`, ["/bin/sh", "-c", SCRIPT, ...HOSTILE_ARGS], {
+          name: id,
+          backend: "qemu",
+          accel: "tcg",
+          flags: [...ENV.flatMap((e) => ["-e", e]), "-w", workdir],
+        }),
+      );
       equal(r.code, 0, r.stderr);
       const expected = [
         ...HOSTILE_ARGS.slice(1).map((a) => `<${a}>`),
@@ -191,19 +164,12 @@ Deno.test("injection: dry-run (libkrun): 100 args and a 10 KB env value stay out
   try {
     const args = Array.from({ length: 100 }, (_, i) => `arg ${i} "${i}"`);
     const big = `BIG=${"v,".repeat(5000)}`;
-    const r = await nerdbox([
-      "run",
-      "--dry-run",
-      "--json",
-      "--backend",
-      "libkrun",
-      "-e",
-      big,
-      dir,
-      "--",
-      "/bin/echo",
-      ...args,
-    ]);
+    const r = await nerdbox(
+      runArgv(dir, ["/bin/echo", ...args], {
+        backend: "libkrun",
+        flags: ["--dry-run", "--json", "-e", big],
+      }),
+    );
     equal(r.code, 0, r.stderr);
     const out = JSON.parse(r.stdout);
     deepEqual(out.plan.process.args, ["/bin/echo", ...args]);

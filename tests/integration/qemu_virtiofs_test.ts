@@ -8,6 +8,7 @@ import { equal, ok } from "node:assert/strict";
 import { startQemuVm } from "../../lib/vm/qemu.ts";
 import type { VmPlan } from "../../lib/vm/types.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
+import { listProcesses } from "../helpers/procs.ts";
 
 function plan(rootfs: string, stateDir: string, script: string): VmPlan {
   return {
@@ -44,13 +45,7 @@ function collect() {
 
 /** Processes whose command line names `dir`. */
 async function procsNaming(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
-    const argv = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
-    if (argv.includes(dir)) out.push(argv.replaceAll("\0", " "));
-  }
-  return out;
+  return (await listProcesses()).filter((p) => p.cmdline.includes(dir)).map((p) => p.cmdline);
 }
 
 async function run(rootfs: string, script: string) {

@@ -4,7 +4,7 @@
  * flag) for combinations the plan or libkrun cannot run.
  */
 import assert from "node:assert/strict";
-import { nerdbox } from "../helpers/nerdbox_cli.ts";
+import { nerdbox, runArgv } from "../helpers/nerdbox_cli.ts";
 import { kvmStatus } from "../../lib/vm/plan.ts";
 
 const NET0 =
@@ -137,17 +137,9 @@ Deno.test("dry run, two networks: NICs in order, unixgram with VFKIT, eth0 carri
 
 Deno.test("dry run, human form lists each call with its result", () =>
   withRootfs(async () => {
-    const r = await nerdbox([
-      "run",
-      "--dry-run",
-      "--backend",
-      "libkrun",
-      "--net",
-      NET0,
-      rootfs,
-      "--",
-      "/bin/true",
-    ]);
+    const r = await nerdbox(
+      runArgv(rootfs, ["/bin/true"], { backend: "libkrun", flags: ["--dry-run", "--net", NET0] }),
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^backend: libkrun \(.*libkrun\.so\.1\)$/m);
     assert.match(
@@ -230,16 +222,9 @@ Deno.test("refused: ports with a network, host address or UDP under TSI (125, na
       ],
     ];
     for (const [flags, message] of cases) {
-      const r = await nerdbox([
-        "run",
-        "--dry-run",
-        "--backend",
-        "libkrun",
-        ...flags,
-        rootfs,
-        "--",
-        "/bin/true",
-      ]);
+      const r = await nerdbox(
+        runArgv(rootfs, ["/bin/true"], { backend: "libkrun", flags: ["--dry-run", ...flags] }),
+      );
       assert.equal(r.code, 125, `${flags.join(" ")}: ${r.stdout}`);
       assert.match(r.stderr, message);
       assert.equal(r.stdout, "", "nothing planned");
@@ -248,17 +233,12 @@ Deno.test("refused: ports with a network, host address or UDP under TSI (125, na
 
 Deno.test("refused: vnet_hdr with libkrun 1.16 (probed), naming the network and the flag", () =>
   withRootfs(async () => {
-    const r = await nerdbox([
-      "run",
-      "--dry-run",
-      "--backend",
-      "libkrun",
-      "--net",
-      `${NET0},vnet_hdr=true`,
-      rootfs,
-      "--",
-      "/bin/true",
-    ]);
+    const r = await nerdbox(
+      runArgv(rootfs, ["/bin/true"], {
+        backend: "libkrun",
+        flags: ["--dry-run", "--net", `${NET0},vnet_hdr=true`],
+      }),
+    );
     assert.equal(r.code, 125);
     assert.match(
       r.stderr,

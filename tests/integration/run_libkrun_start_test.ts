@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { RUN_STATE_ROOT } from "../../lib/cli/run.ts";
-import { NERDBOX, nerdbox, processesMatching } from "../helpers/nerdbox_cli.ts";
+import { NERDBOX, nerdbox, processesMatching, runArgv } from "../helpers/nerdbox_cli.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { guestKvm as kvm } from "../helpers/kvm_guests.ts";
 
@@ -62,18 +62,9 @@ function assertKvmFailure(r: { code: number; stderr: string }) {
 
 Deno.test("real start under libkrun: runs where /dev/kvm runs guests, else 125 and the cause", () =>
   withRootfs(async (rootfs, id) => {
-    const r = await nerdbox([
-      "run",
-      "--name",
-      id,
-      "--backend",
-      "libkrun",
-      "-p",
-      "18080:80",
-      rootfs,
-      "--",
-      "/bin/true",
-    ]);
+    const r = await nerdbox(
+      runArgv(rootfs, ["/bin/true"], { name: id, backend: "libkrun", flags: ["-p", "18080:80"] }),
+    );
     if (kvm.usable) {
       assert.equal(r.code, 0, r.stderr);
       return;
@@ -91,19 +82,13 @@ Deno.test("real start with --log-level debug: libkrun's log is shown (two networ
     // Where guests boot (L1), the networks' providers would have to exist: libkrun then waits for
     // a missing provider until the boot timeout. So there the run uses TSI and shows the devices.
     const nets = kvm.usable ? [] : ["--net", NET0, "--net", NET1];
-    const r = await nerdbox([
-      "run",
-      "--name",
-      id,
-      "--backend",
-      "libkrun",
-      "--log-level",
-      "debug",
-      ...nets,
-      rootfs,
-      "--",
-      "/bin/true",
-    ]);
+    const r = await nerdbox(
+      runArgv(rootfs, ["/bin/true"], {
+        name: id,
+        backend: "libkrun",
+        flags: ["--log-level", "debug", ...nets],
+      }),
+    );
     if (kvm.usable) {
       assert.equal(r.code, 0, r.stderr);
       // libkrun's own debug log, forwarded from the vmm child: the TSI vsock device exists.
@@ -123,20 +108,11 @@ Deno.test("the vmm child applies every call (two networks) before krun_start_ent
   withRootfs(async (rootfs, id) => {
     // Stops right before krun_start_enter: reaching it means every call returned success in the child.
     const r = await nerdbox(
-      [
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "libkrun",
-        "--net",
-        NET0,
-        "--net",
-        NET1,
-        rootfs,
-        "--",
-        "/bin/true",
-      ],
+      runArgv(rootfs, ["/bin/true"], {
+        name: id,
+        backend: "libkrun",
+        flags: ["--net", NET0, "--net", NET1],
+      }),
       { NERDBOX_VMM_STOP_BEFORE_START: "1" },
     );
     assert.equal(r.code, 125);
@@ -148,35 +124,25 @@ Deno.test("the vmm child applies every call (two networks) before krun_start_ent
 
 Deno.test("failures before the VM: missing libkrun and a bad --netns are 125 with the reason", () =>
   withRootfs(async (rootfs, id) => {
-    const r = await nerdbox([
-      "run",
-      "--name",
-      id,
-      "--backend",
-      "libkrun",
-      "--libkrun",
-      "/nonexistent/nb/libkrun.so.1",
-      rootfs,
-      "--",
-      "/bin/true",
-    ]);
+    const r = await nerdbox(
+      runArgv(rootfs, ["/bin/true"], {
+        name: id,
+        backend: "libkrun",
+        flags: ["--libkrun", "/nonexistent/nb/libkrun.so.1"],
+      }),
+    );
     assert.equal(r.code, 125);
     assert.match(
       r.stderr,
       /libkrun not found \(--libkrun names no file\); searched:\n {2}\/nonexistent\/nb\/libkrun\.so\.1/,
     );
-    const ns = await nerdbox([
-      "run",
-      "--name",
-      id,
-      "--backend",
-      "libkrun",
-      "--netns",
-      `/run/netns/${id}`,
-      rootfs,
-      "--",
-      "/bin/true",
-    ]);
+    const ns = await nerdbox(
+      runArgv(rootfs, ["/bin/true"], {
+        name: id,
+        backend: "libkrun",
+        flags: ["--netns", `/run/netns/${id}`],
+      }),
+    );
     assert.equal(ns.code, 125);
     assert.match(ns.stderr, new RegExp(`--netns "/run/netns/${id}": does not exist`));
   }));

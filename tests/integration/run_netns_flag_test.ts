@@ -1,20 +1,13 @@
 import { equal, match } from "node:assert/strict";
-import { nerdbox } from "../helpers/nerdbox_cli.ts";
+import { nerdbox, runArgv } from "../helpers/nerdbox_cli.ts";
 
 const ROOTFS = await Deno.makeTempDir({ prefix: "nerdbox-run-netns-" });
 addEventListener("unload", () => Deno.removeSync(ROOTFS, { recursive: true }));
 
 Deno.test("--netns naming a regular file is refused before anything starts", async () => {
-  const r = await nerdbox([
-    "run",
-    "--backend",
-    "qemu",
-    "--netns",
-    "/etc/passwd",
-    ROOTFS,
-    "--",
-    "true",
-  ]);
+  const r = await nerdbox(
+    runArgv(ROOTFS, ["true"], { backend: "qemu", flags: ["--netns", "/etc/passwd"] }),
+  );
   equal(r.code, 125);
   match(r.stderr, /--netns "\/etc\/passwd": is not a namespace file/);
 });

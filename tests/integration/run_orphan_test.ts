@@ -44,13 +44,10 @@ Deno.test("kill -9 of nerdbox run: QEMU and passt end by themselves; the next ru
       assert.ok(procs.some((a) => /qemu-system/.test(a)), `QEMU of the run: ${procs}`);
       assert.ok(procs.some((a) => /passt/.test(a)), `passt of the run: ${procs}`);
       assert.ok(procs.some((a) => /virtiofsd/.test(a)), `virtiofsd of the run: ${procs}`);
-    } catch (e) {
+    } finally {
       run.child.kill("SIGKILL");
       await run.done;
-      throw e;
     }
-    run.child.kill("SIGKILL");
-    await run.done;
     const ms = await waitProcsGone(stateDir, 30_000);
     console.log(`QEMU, passt and virtiofsd of the SIGKILLed run gone ${ms} ms after the kill`);
     // What the guest saw: EOF on the nerdbox.ctl port once QEMU's chardev peer closed.

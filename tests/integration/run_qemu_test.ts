@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
-import { NERDBOX, nerdbox, processesMatching } from "../helpers/nerdbox_cli.ts";
+import { NERDBOX, nerdbox, processesMatching, runArgv } from "../helpers/nerdbox_cli.ts";
 import { RUN_STATE_ROOT } from "../../lib/cli/run.ts";
 
 /** Runs fn with a busybox rootfs and a unique sandbox id; checks nothing is left behind. */
@@ -28,22 +28,13 @@ async function withRootfs(fn: (rootfs: string, id: string) => Promise<void>): Pr
 
 Deno.test("run --backend qemu: the workload's stdout, stderr and exit status", () =>
   withRootfs(async (rootfs, id) => {
-    const r = await nerdbox([
-      "run",
-      "--name",
-      id,
-      "--backend",
-      "qemu",
-      "-e",
-      "GREETING=hello there",
-      "-w",
-      "/tmp",
-      rootfs,
-      "--",
-      "/bin/sh",
-      "-c",
-      'echo "$GREETING from $(pwd)"; echo oops >&2; exit 3',
-    ]);
+    const r = await nerdbox(
+      runArgv(rootfs, ["/bin/sh", "-c", 'echo "$GREETING from $(pwd)"; echo oops >&2; exit 3'], {
+        name: id,
+        backend: "qemu",
+        flags: ["-e", "GREETING=hello there", "-w", "/tmp"],
+      }),
+    );
     assert.equal(r.code, 3, r.stderr);
     assert.equal(r.stdout, "hello there from /tmp\n");
     assert.match(r.stderr, /^oops$/m);
@@ -52,19 +43,11 @@ Deno.test("run --backend qemu: the workload's stdout, stderr and exit status", (
 Deno.test("run --backend qemu -i: stdin reaches the workload, EOF included", () =>
   withRootfs(async (rootfs, id) => {
     const child = new Deno.Command(NERDBOX, {
-      args: [
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "qemu",
-        "-i",
-        rootfs,
-        "--",
-        "/bin/sh",
-        "-c",
-        "tr a-z A-Z; echo done",
-      ],
+      args: runArgv(rootfs, ["/bin/sh", "-c", "tr a-z A-Z; echo done"], {
+        name: id,
+        backend: "qemu",
+        flags: ["-i"],
+      }),
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
@@ -80,18 +63,11 @@ Deno.test("run --backend qemu -i: stdin reaches the workload, EOF included", () 
 Deno.test("run --backend qemu: SIGTERM to nerdbox run is delivered to the workload", () =>
   withRootfs(async (rootfs, id) => {
     const child = new Deno.Command(NERDBOX, {
-      args: [
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "qemu",
-        rootfs,
-        "--",
+      args: runArgv(rootfs, [
         "/bin/sh",
         "-c",
         'trap "echo got TERM; exit 42" TERM; echo ready; while :; do sleep 0.2; done',
-      ],
+      ], { name: id, backend: "qemu" }),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

@@ -4,8 +4,8 @@
  * reaches `nerdbox run` while the guest still boots ends the VM at once with 143, before the
  * workload ever ran, leaving nothing behind.
  */
-import { doesNotMatch, equal, notEqual, ok } from "node:assert/strict";
-import { NERDBOX } from "../helpers/nerdbox_cli.ts";
+import { doesNotMatch, equal, ok } from "node:assert/strict";
+import { NERDBOX, runArgv } from "../helpers/nerdbox_cli.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import {
   type Aspect,
@@ -13,6 +13,7 @@ import {
   nerdboxProcesses,
   takeHostSnapshot,
 } from "../helpers/host_snapshot.ts";
+import { assertSessionLeader, underScript } from "../helpers/tty.ts";
 
 const ASPECTS: Aspect[] = ["processes", "runFiles", "mounts"];
 
@@ -34,39 +35,17 @@ Deno.test("run -t: the workload leads a session with the pty as its controlling 
     // script(1) gives nerdbox run a terminal of its own, as a person's shell would.
     const cmd = `${NERDBOX} run -i -t --name ${id} --backend qemu --accel tcg ${rootfs} -- ` +
       `/bin/sh -ic 'set -- $(cat /proc/$$/stat); echo S$6:P$$:T$7:E; exit 6'`;
-    const o = await new Deno.Command("script", {
-      args: ["-qfec", cmd, "/dev/null"],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      signal: AbortSignal.timeout(170_000),
-    }).output();
-    const out = new TextDecoder().decode(o.stdout);
+    const o = await underScript(cmd);
+    const out = o.out;
     equal(o.code, 6, out);
-    doesNotMatch(out, /can't access tty|job control turned off/);
-    const m = /S(\d+):P(\d+):T(\d+):E/.exec(out);
-    ok(m, out);
-    equal(m[1], m[2], "session leader");
-    notEqual(m[3], "0", "tty_nr");
+    assertSessionLeader(out);
   });
 });
 
 Deno.test("run: SIGTERM while the guest boots ends the VM at once with 143", async () => {
   await withRun(async (rootfs, id) => {
     const child = new Deno.Command(NERDBOX, {
-      args: [
-        "run",
-        "--name",
-        id,
-        "--backend",
-        "qemu",
-        "--accel",
-        "tcg",
-        rootfs,
-        "--",
-        "/bin/echo",
-        "began",
-      ],
+      args: runArgv(rootfs, ["/bin/echo", "began"], { name: id, backend: "qemu", accel: "tcg" }),
       stdin: "null",
       stdout: "piped",
       stderr: "piped",

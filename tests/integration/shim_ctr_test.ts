@@ -3,84 +3,22 @@
  * client, a busybox image built here runs in real QEMU guests. Each step checks what ctr prints,
  * and that nothing is left over afterwards (daemon, VMM, mounts, sockets, bundles).
  */
-import { deepEqual, equal, match, ok } from "node:assert/strict";
+import { equal, match, ok } from "node:assert/strict";
+import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/containerd.ts";
+import { exists } from "../../lib/fs.ts";
 import {
-  type Containerd,
-  IMAGE,
-  importBusyboxImage,
-  mountsUnder,
-  RUNTIME,
-  startContainerd,
-} from "../helpers/containerd.ts";
-import { socketPath } from "../../lib/shim/address.ts";
-import { runDirFor } from "../../lib/shim/rundir.ts";
+  assertNoLeftovers,
+  checkRunOutput,
+  ctrEvents,
+  processesWith,
+  runDetached as detached,
+  tasks,
+  waitStopped,
+} from "../helpers/shim_exec_env.ts";
+import { waitFor } from "../helpers/wait.ts";
+import { underScript } from "../helpers/tty.ts";
 
-const NS = "default";
 const R = ["--runtime", RUNTIME];
-
-/** Every process whose command line contains `needle`. */
-async function processesWith(needle: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
-    try {
-      const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
-      if (cmd.includes(needle)) found.push(`${e.name}: ${cmd}`);
-    } catch { /* gone */ }
-  }
-  return found;
-}
-
-async function exists(path: string): Promise<boolean> {
-  return await Deno.lstat(path).then(() => true, () => false);
-}
-
-/** Polls until nothing of containers `ids` is left, then asserts it (naming what remains). */
-async function assertNoLeftovers(ctd: Containerd, ids: string[]): Promise<void> {
-  const socket = await socketPath(ctd.address, NS, "nerdbox");
-  const runDir = runDirFor(socket);
-  const problems = async () => {
-    const p: string[] = [];
-    for (const d of await processesWith(socket)) p.push(`shim daemon alive: ${d}`);
-    for (const q of await processesWith(runDir)) p.push(`VM process alive: ${q}`);
-    for (const m of await mountsUnder(ctd.state)) p.push(`mount left: ${m}`);
-    if (await exists(socket)) p.push(`socket left: ${socket}`);
-    if (await exists(runDir)) p.push(`run dir left: ${runDir}`);
-    for (const id of ids) {
-      if (await exists(ctd.bundleDir(id))) p.push(`bundle left: ${ctd.bundleDir(id)}`);
-    }
-    return p;
-  };
-  const deadline = Date.now() + 15_000;
-  let left = await problems();
-  while (left.length > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 200));
-    left = await problems();
-  }
-  deepEqual(left, [], `leftovers:\n${left.join("\n")}`);
-}
-
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, ms = 60_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
-/** `ctr task ls` as {id: [pid, status]}. */
-async function tasks(ctd: Containerd): Promise<Record<string, [number, string]>> {
-  const r = await ctd.ctr(["task", "ls"]);
-  equal(r.code, 0, r.stderr);
-  const out: Record<string, [number, string]> = {};
-  for (const line of r.stdout.trim().split("\n").slice(1)) {
-    const [id, pid, status] = line.trim().split(/\s+/);
-    if (id) out[id] = [Number(pid), status];
-  }
-  return out;
-}
 
 interface NetFixture {
   socket: string;
@@ -148,22 +86,12 @@ async function startPasstInNetns(dir: string): Promise<NetFixture> {
 
 Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => {
   const ctd = await startContainerd();
-  const events = ctd.spawnCtr(["events"]);
-  const eventsOut = new Response(events.stdout).text();
-  events.stderr.cancel();
+  const events = ctrEvents(ctd);
+  const eventsOut = events.text;
   try {
     await importBusyboxImage(ctd);
 
-    await t.step("exit code, stdout and stderr come through", async () => {
-      const r = await ctd.ctr(
-        ["run", "--rm", ...R, IMAGE, "ex1", "sh", "-c", "echo out-line; echo err-line >&2; exit 3"],
-        { timeoutMs: 150_000 },
-      );
-      equal(r.stdout, "out-line\n");
-      equal(r.stderr, "err-line\n");
-      equal(r.code, 3);
-      await assertNoLeftovers(ctd, ["ex1"]);
-    });
+    await t.step("exit code, stdout and stderr come through", () => checkRunOutput(ctd, "ex1"));
 
     await t.step(
       "stdin flows in (CloseIO at EOF); all of a large output precedes Wait",
@@ -201,14 +129,8 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
       // ctr needs a terminal of its own for -t: script(1) gives it one.
       const cmd = `ctr -a ${ctd.address} run --rm -t ${R.join(" ")} ${IMAGE} tty1 ` +
         `sh -c 'tty; exit 5'`;
-      const o = await new Deno.Command("script", {
-        args: ["-qfec", cmd, "/dev/null"],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(170_000),
-      }).output();
-      const out = new TextDecoder().decode(o.stdout);
+      const o = await underScript(cmd);
+      const out = o.out;
       match(out, /\/dev\/pts\/\d+/);
       equal(o.code, 5, out);
       await assertNoLeftovers(ctd, ["tty1"]);
@@ -264,20 +186,7 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
       await assertNoLeftovers(ctd, ["net1"]);
     });
 
-    /** `ctr run -d` with stdout/stderr in a file (--log-uri); resolves once `ready` is printed. */
-    const runDetached = async (id: string, script: string) => {
-      const log = `/run/${ctd.name}/${id}.log`;
-      const r = await ctd.ctr(
-        ["run", "-d", ...R, "--log-uri", `file://${log}`, IMAGE, id, "sh", "-c", script],
-        { timeoutMs: 150_000 },
-      );
-      equal(r.code, 0, r.stderr);
-      await waitFor(`${id} to print ready`, async () => {
-        const text = await Deno.readTextFile(log).catch(() => "");
-        return text.includes("ready") || undefined;
-      }, 120_000);
-      return log;
-    };
+    const runDetached = (id: string, script: string) => detached(ctd, id, script);
 
     await t.step(
       "kill delivers SIGTERM to the workload; task ls, delete, exit status",
@@ -293,10 +202,7 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
         ok(pid > 0);
         const kill = await ctd.ctr(["task", "kill", "k1"]); // SIGTERM
         equal(kill.code, 0, kill.stderr);
-        await waitFor(
-          "k1 to stop",
-          async () => (await tasks(ctd)).k1?.[1] === "STOPPED" || undefined,
-        );
+        await waitStopped(ctd, "k1");
         match(await Deno.readTextFile(log), /ready\ngot-term\n/);
         const del = await ctd.ctr(["task", "delete", "k1"]);
         equal(del.code, 0, del.stderr);
@@ -321,17 +227,11 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
         equal((await processesWith(socket)).length, 1, "exactly one shim daemon");
         const t0 = await tasks(ctd);
         Deno.kill(t0.m1[0], "SIGKILL"); // the VMM of m1 dies
-        await waitFor(
-          "m1 to stop",
-          async () => (await tasks(ctd)).m1?.[1] === "STOPPED" || undefined,
-        );
+        await waitStopped(ctd, "m1");
         equal((await tasks(ctd)).m2[1], "RUNNING");
         const k = await ctd.ctr(["task", "kill", "-s", "SIGKILL", "m2"]);
         equal(k.code, 0, k.stderr);
-        await waitFor(
-          "m2 to stop",
-          async () => (await tasks(ctd)).m2?.[1] === "STOPPED" || undefined,
-        );
+        await waitStopped(ctd, "m2");
         for (const id of ["m1", "m2"]) {
           equal((await ctd.ctr(["task", "delete", id])).code, 0);
           equal((await ctd.ctr(["container", "rm", id])).code, 0);

@@ -5,39 +5,27 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/containerd.ts";
-import { assertNoLeftovers, tasks, waitFor } from "../helpers/shim_exec_env.ts";
+import {
+  assertNoLeftovers,
+  ctrEvents,
+  runDetached,
+  tasks,
+  waitFor,
+  waitStopped,
+} from "../helpers/shim_exec_env.ts";
+import { underScript } from "../helpers/tty.ts";
 
 const R = ["--runtime", RUNTIME];
 const ID = "xc1";
 
 Deno.test("ctr task exec runs extra processes in a nerdbox microVM", async (t) => {
   const ctd = await startContainerd("nerdbox-shim-exec");
-  const events = ctd.spawnCtr(["events"]);
-  const eventsOut = new Response(events.stdout).text();
-  events.stderr.cancel();
+  const events = ctrEvents(ctd);
+  const eventsOut = events.text;
   const log = `/run/${ctd.name}/${ID}.log`;
   try {
     await importBusyboxImage(ctd);
-    const run = await ctd.ctr(
-      [
-        "run",
-        "-d",
-        ...R,
-        "--log-uri",
-        `file://${log}`,
-        IMAGE,
-        ID,
-        "sh",
-        "-c",
-        "echo ready; exec sleep 1000",
-      ],
-      { timeoutMs: 150_000 },
-    );
-    equal(run.code, 0, run.stderr);
-    await waitFor("the workload to print ready", async () => {
-      const text = await Deno.readTextFile(log).catch(() => "");
-      return text.includes("ready") || undefined;
-    }, 120_000);
+    await runDetached(ctd, ID, "echo ready; exec sleep 1000");
     const exec = (args: string[]) => ctd.ctr(["task", "exec", ...args], { timeoutMs: 60_000 });
 
     await t.step("exec echo: output and status 0", async () => {
@@ -90,14 +78,8 @@ Deno.test("ctr task exec runs extra processes in a nerdbox microVM", async (t) =
         `do sleep 0.1; i=$((i+1)); done; echo size=$(busybox stty size); exit 4`;
       const cmd = `stty rows 13 cols 77; ctr -a ${ctd.address} task exec -t --exec-id et ${ID} ` +
         `sh -c '${guest}'`;
-      const o = await new Deno.Command("script", {
-        args: ["-qfec", cmd, "/dev/null"],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(60_000),
-      }).output();
-      const out = new TextDecoder().decode(o.stdout);
+      const o = await underScript(cmd, 60_000);
+      const out = o.out;
       match(out, /\/dev\/pts\/\d+/);
       match(out, /size=13 77/);
       equal(o.code, 4, out);
@@ -139,10 +121,7 @@ Deno.test("ctr task exec runs extra processes in a nerdbox microVM", async (t) =
       const k = await ctd.ctr(["task", "kill", "-s", "SIGKILL", ID]);
       equal(k.code, 0, k.stderr);
       equal((await attachedOut).code, 137);
-      await waitFor(
-        "the task to stop",
-        async () => (await tasks(ctd))[ID]?.[1] === "STOPPED" || undefined,
-      );
+      await waitStopped(ctd, ID);
       equal((await ctd.ctr(["task", "delete", ID])).code, 0);
       equal((await ctd.ctr(["container", "rm", ID])).code, 0);
       await assertNoLeftovers(ctd, [ID]);
@@ -153,14 +132,8 @@ Deno.test("ctr task exec runs extra processes in a nerdbox microVM", async (t) =
         `do sleep 0.1; i=$((i+1)); done; echo size=$(busybox stty size)`;
       const cmd = `stty rows 17 cols 91; ctr -a ${ctd.address} run --rm -t ${R.join(" ")} ` +
         `${IMAGE} xt1 sh -c '${guest}'`;
-      const o = await new Deno.Command("script", {
-        args: ["-qfec", cmd, "/dev/null"],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-        signal: AbortSignal.timeout(170_000),
-      }).output();
-      const out = new TextDecoder().decode(o.stdout);
+      const o = await underScript(cmd);
+      const out = o.out;
       match(out, /size=17 91/);
       equal(o.code, 0, out);
       await assertNoLeftovers(ctd, ["xt1"]);

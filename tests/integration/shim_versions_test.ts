@@ -4,7 +4,7 @@
  * `ctr plugins inspect-runtime` (2.x), run with exit status and output, `-t` with a controlling
  * terminal, SIGKILL while the VM boots, exec, kill, delete, events and nothing left behind.
  */
-import { doesNotMatch, equal, match, notEqual, ok } from "node:assert/strict";
+import { equal, match, ok } from "node:assert/strict";
 import {
   CONTAINERD_LINES,
   type ContainerdLine,
@@ -13,9 +13,17 @@ import {
   RUNTIME,
   startContainerd,
 } from "../helpers/containerd.ts";
-import { assertNoLeftovers, tasks, waitFor } from "../helpers/shim_exec_env.ts";
+import {
+  assertNoLeftovers,
+  checkRunOutput,
+  ctrEvents,
+  runDetached,
+  tasks,
+  waitStopped,
+} from "../helpers/shim_exec_env.ts";
 import { type Provider, startPasst } from "../helpers/providers.ts";
 import { startGvproxyBinary } from "../helpers/gvproxy_bin.ts";
+import { assertSessionLeader, underScript } from "../helpers/tty.ts";
 
 const R = ["--runtime", RUNTIME];
 
@@ -27,9 +35,8 @@ for (const line of CONTAINERD_LINES) {
 
 async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<void> {
   const ctd = await startContainerd(`nerdbox-shim-v${line.replace(".", "")}`, line);
-  const events = ctd.spawnCtr(["events"]);
-  const eventsOut = new Response(events.stdout).text();
-  events.stderr.cancel();
+  const events = ctrEvents(ctd);
+  const eventsOut = events.text;
   try {
     if (line.startsWith("2.")) {
       await t.step("ctr plugins inspect-runtime shows the shim's RuntimeInfo (-info)", async () => {
@@ -44,16 +51,7 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
     }
     await importBusyboxImage(ctd);
 
-    await t.step("run: exit status, stdout and stderr", async () => {
-      const r = await ctd.ctr(
-        ["run", "--rm", ...R, IMAGE, "v1", "sh", "-c", "echo out; echo err >&2; exit 3"],
-        { timeoutMs: 150_000 },
-      );
-      equal(r.stdout, "out\n");
-      equal(r.stderr, "err\n");
-      equal(r.code, 3);
-      await assertNoLeftovers(ctd, ["v1"]);
-    });
+    await t.step("run: exit status, stdout and stderr", () => checkRunOutput(ctd, "v1"));
 
     await t.step(
       "run -t: the workload leads a session with the pty as controlling tty",
@@ -62,20 +60,10 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
         // control, which complains when there is no controlling terminal.
         const cmd = `${ctd.ctrBin} -a ${ctd.address} run --rm -t ${R.join(" ")} ${IMAGE} vt1 ` +
           `sh -ic 'set -- $(cat /proc/$$/stat); echo S$6:P$$:T$7:E; exit 5'`;
-        const o = await new Deno.Command("script", {
-          args: ["-qfec", cmd, "/dev/null"],
-          stdin: "null",
-          stdout: "piped",
-          stderr: "piped",
-          signal: AbortSignal.timeout(170_000),
-        }).output();
-        const out = new TextDecoder().decode(o.stdout);
+        const o = await underScript(cmd);
+        const out = o.out;
         equal(o.code, 5, out);
-        doesNotMatch(out, /can't access tty|job control turned off/);
-        const m = /S(\d+):P(\d+):T(\d+):E/.exec(out);
-        ok(m, out);
-        equal(m[1], m[2], "session leader");
-        notEqual(m[3], "0", "tty_nr");
+        assertSessionLeader(out);
         await assertNoLeftovers(ctd, ["vt1"]);
       },
     );
@@ -96,20 +84,10 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
                 `${ctd.ctrBin} -a ${ctd.address} run -t --net-host --cap-add CAP_NET_ADMIN ` +
                 `--rm ${R.join(" ")} --annotation ${ann} ${IMAGE} seed-${name} ` +
                 `sh -ic 'set -- $(cat /proc/$$/stat); echo S$6:P$$:T$7:E; ip addr; ip route; exit 0'`;
-              const o = await new Deno.Command("script", {
-                args: ["-qfec", cmd, "/dev/null"],
-                stdin: "null",
-                stdout: "piped",
-                stderr: "piped",
-                signal: AbortSignal.timeout(170_000),
-              }).output();
-              const out = new TextDecoder().decode(o.stdout);
+              const o = await underScript(cmd);
+              const out = o.out;
               equal(o.code, 0, out);
-              doesNotMatch(out, /can't access tty|job control turned off/);
-              const m = /S(\d+):P(\d+):T(\d+):E/.exec(out);
-              ok(m, out);
-              equal(m[1], m[2], "session leader");
-              notEqual(m[3], "0", "tty_nr");
+              assertSessionLeader(out);
               match(out, new RegExp(`link/ether ${mac}`));
               match(out, new RegExp(`inet ${net.guestIp.replaceAll(".", "\\.")}/24`));
               match(out, new RegExp(`default via ${net.gatewayIp.replaceAll(".", "\\.")}`));
@@ -132,11 +110,7 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
       const t0 = Date.now();
       const k = await ctd.ctr(["task", "kill", "-s", "SIGKILL", "vk1"]);
       equal(k.code, 0, k.stderr);
-      await waitFor(
-        "vk1 to stop",
-        async () => (await tasks(ctd)).vk1?.[1] === "STOPPED" || undefined,
-        5_000,
-      );
+      await waitStopped(ctd, "vk1", 5_000);
       console.log(`containerd ${line}: SIGKILL during boot → STOPPED after ${Date.now() - t0} ms`);
       equal(
         (await Deno.readTextFile(log).catch(() => "")).includes("began"),
@@ -150,28 +124,7 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
     });
 
     await t.step("run -d, exec, kill, delete", async () => {
-      const log = `/run/${ctd.name}/vd1.log`;
-      const r = await ctd.ctr(
-        [
-          "run",
-          "-d",
-          ...R,
-          "--log-uri",
-          `file://${log}`,
-          IMAGE,
-          "vd1",
-          "sh",
-          "-c",
-          "echo ready; exec sleep 1000",
-        ],
-        { timeoutMs: 150_000 },
-      );
-      equal(r.code, 0, r.stderr);
-      await waitFor(
-        "vd1 to print ready",
-        async () => (await Deno.readTextFile(log).catch(() => "")).includes("ready") || undefined,
-        120_000,
-      );
+      const log = await runDetached(ctd, "vd1", "echo ready; exec sleep 1000");
       const x = await ctd.ctr([
         "task",
         "exec",
@@ -189,10 +142,7 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
       equal((await tasks(ctd)).vd1[1], "RUNNING");
       const k = await ctd.ctr(["task", "kill", "-s", "SIGKILL", "vd1"]);
       equal(k.code, 0, k.stderr);
-      await waitFor(
-        "vd1 to stop",
-        async () => (await tasks(ctd)).vd1?.[1] === "STOPPED" || undefined,
-      );
+      await waitStopped(ctd, "vd1");
       equal((await ctd.ctr(["task", "delete", "vd1"])).code, 0);
       equal((await ctd.ctr(["container", "rm", "vd1"])).code, 0);
       await Deno.remove(log).catch(() => {});

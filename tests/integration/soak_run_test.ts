@@ -6,7 +6,7 @@
  * NERDBOX_SOAK_RUNS=N any number.
  */
 import { equal, ok } from "node:assert/strict";
-import { nerdbox } from "../helpers/nerdbox_cli.ts";
+import { nerdbox, runArgv } from "../helpers/nerdbox_cli.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { assertNothingLeft, takeHostSnapshot } from "../helpers/host_snapshot.ts";
 
@@ -31,20 +31,13 @@ Deno.test({
     try {
       await makeBusyboxRootfs(`${dir}/rootfs`);
       const run = async (i: number) => {
-        const r = await nerdbox([
-          "run",
-          "--name",
-          `${tag}-${i}`,
-          "--backend",
-          "qemu",
-          "--accel",
-          "tcg",
-          `${dir}/rootfs`,
-          "--",
-          "/bin/sh",
-          "-c",
-          `echo run ${i}; exit ${i % 7}`,
-        ]);
+        const r = await nerdbox(
+          runArgv(`${dir}/rootfs`, ["/bin/sh", "-c", `echo run ${i}; exit ${i % 7}`], {
+            name: `${tag}-${i}`,
+            backend: "qemu",
+            accel: "tcg",
+          }),
+        );
         equal(r.code, i % 7, r.stderr);
         equal(r.stdout, `run ${i}\n`);
       };

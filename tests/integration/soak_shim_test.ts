@@ -9,6 +9,7 @@ import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/
 import { assertNothingLeft, takeHostSnapshot } from "../helpers/host_snapshot.ts";
 import { socketPath } from "../../lib/shim/address.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
+import { childrenOf, shimPidsOf } from "../helpers/procs.ts";
 
 const RUNS = Number(
   Deno.env.get("NERDBOX_SOAK_RUNS") ?? (Deno.env.get("NERDBOX_SOAK") === "1" ? 20 : 3),
@@ -26,33 +27,12 @@ async function rssKiB(pid: number): Promise<number> {
 }
 
 /** Shim daemons of containerd `address` (argv `-address ADDRESS`, not a start/delete call). */
-async function shimDaemons(address: string): Promise<number[]> {
-  const out: number[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const argv = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).split("\0");
-      const i = argv.indexOf("-address");
-      if (i < 0 || argv[i + 1] !== address) continue;
-      if (argv.includes("start") || argv.includes("delete")) continue;
-      out.push(Number(e.name));
-    } catch { /* gone */ }
-  }
-  return out;
+function shimDaemons(address: string): Promise<number[]> {
+  return shimPidsOf(address, ["start", "delete"]);
 }
 
 async function children(pid: number): Promise<number[]> {
-  const out: number[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const stat = await Deno.readTextFile(`/proc/${e.name}/stat`);
-      if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid) {
-        out.push(Number(e.name));
-      }
-    } catch { /* gone */ }
-  }
-  return out.sort();
+  return (await childrenOf(pid)).sort();
 }
 
 Deno.test(`soak (shim): ${RUNS} sequential ctr runs through one shim daemon leak nothing`, async () => {

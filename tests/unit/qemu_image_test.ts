@@ -14,7 +14,7 @@ import {
   moduleName,
   parseModulesDep,
 } from "../../lib/vm/kernel.ts";
-import { ensureGuestImage, stage1Script } from "../../lib/vm/guest_image.ts";
+import { ensureGuestImage, GUEST_SHARED_SOURCES, stage1Script } from "../../lib/vm/guest_image.ts";
 import { makeExt4Image } from "../../lib/vm/rootfs_image.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 
@@ -160,12 +160,11 @@ Deno.test("guest image is cached by content hash and rebuilt when a source chang
   const cache = await Deno.makeTempDir({ prefix: "nbxq-cache-" });
   try {
     await Deno.mkdir(`${src}/guest`);
-    await Deno.mkdir(`${src}/lib`);
     await Deno.writeTextFile(`${src}/guest/main.ts`, "console.log(1);\n");
-    await Deno.copyFile(
-      new URL("../../lib/guest_protocol.ts", import.meta.url).pathname,
-      `${src}/lib/guest_protocol.ts`,
-    );
+    for (const shared of GUEST_SHARED_SOURCES) {
+      await Deno.mkdir(`${src}/${shared.slice(0, shared.lastIndexOf("/"))}`, { recursive: true });
+      await Deno.copyFile(new URL(`../../${shared}`, import.meta.url).pathname, `${src}/${shared}`);
+    }
     const a = await ensureGuestImage({ sourceRoot: src, cacheDir: cache });
     for (const f of [a.kernel, a.initramfs, a.runtimeDisk, `${a.rootDir}/opt/nerdbox/deno`]) {
       ok((await Deno.stat(f)).size > 0, f);

@@ -14,14 +14,9 @@ import {
   sweepDeadRuns,
   writeRunRecord,
 } from "../../lib/vm/run_state.ts";
+import { deadProcRef } from "../helpers/procs.ts";
 
-async function deadRef() {
-  const c = new Deno.Command("sleep", { args: ["30"], stdout: "null", stderr: "null" }).spawn();
-  const ref = procRef(c.pid)!;
-  c.kill("SIGKILL");
-  await c.status;
-  return ref;
-}
+const deadRef = deadProcRef;
 
 Deno.test("procRef/isAlive: the running process, a dead one, a reused pid", async () => {
   const me = procRef(Deno.pid)!;

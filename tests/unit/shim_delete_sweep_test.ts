@@ -7,15 +7,10 @@
 import { equal, ok } from "node:assert/strict";
 import { deleteCommand } from "../../lib/shim/manager.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
-import { procRef, writeRunRecord } from "../../lib/vm/run_state.ts";
+import { writeRunRecord } from "../../lib/vm/run_state.ts";
+import { deadProcRef } from "../helpers/procs.ts";
 
-async function deadRef() {
-  const c = new Deno.Command("sleep", { args: ["30"], stdout: "null", stderr: "null" }).spawn();
-  const ref = procRef(c.pid)!;
-  c.kill("SIGKILL");
-  await c.status;
-  return ref;
-}
+const deadRef = deadProcRef;
 
 Deno.test("shim delete of a dead daemon's container kills the passt it left and removes its run dir", async () => {
   const name = `nbxdel${crypto.randomUUID().replaceAll("-", "").slice(0, 10)}`;

@@ -6,7 +6,7 @@ import { equal, throws } from "node:assert/strict";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { AnySchema } from "@bufbuild/protobuf/wkt";
 import { OptionsSchema } from "../../lib/shim/proto/gen/runtimeoptions/options_pb.ts";
-import { defaultBackend, parseOptionsFile } from "../../lib/shim/task_service.ts";
+import { defaultBackend, parseOptionsFile } from "../../lib/shim/new_container.ts";
 import { SpecValidationError } from "../../lib/spec/types.ts";
 
 function optionsAny(configPath: string): Uint8Array {

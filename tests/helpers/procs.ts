@@ -1,0 +1,71 @@
+/** The one /proc scanner of the tests: processes, their argv and their stat fields. */
+import { type ProcRef, procRef } from "../../lib/vm/run_state.ts";
+
+/** One process as /proc shows it. */
+export interface ProcInfo {
+  pid: number;
+  /** argv (cmdline split at NUL; empty for kernel threads and zombies). */
+  argv: string[];
+  /** The command line with NULs as spaces (as the tests print it). */
+  cmdline: string;
+}
+
+/** Every process but this one; a process that vanishes mid-scan is skipped. */
+export async function listProcesses(): Promise<ProcInfo[]> {
+  const out: ProcInfo[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
+    try {
+      const raw = await Deno.readTextFile(`/proc/${e.name}/cmdline`);
+      out.push({ pid: Number(e.name), argv: raw.split("\0"), cmdline: raw.replaceAll("\0", " ") });
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+/** The fields of /proc/PID/stat after the command name (state first); undefined when gone. */
+export async function procStat(pid: number): Promise<string[] | undefined> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every process (but this one) whose command line contains `needle`, as "PID: CMDLINE". */
+export async function processesWith(needle: string): Promise<string[]> {
+  return (await listProcesses()).filter((p) => p.cmdline.includes(needle))
+    .map((p) => `${p.pid}: ${p.cmdline}`);
+}
+
+/** PIDs of processes whose command line contains `needle`. */
+export async function processesMatching(needle: string): Promise<number[]> {
+  return (await listProcesses()).filter((p) => p.cmdline.includes(needle)).map((p) => p.pid);
+}
+
+/** PIDs of the processes whose argv has `-address ADDRESS` (containerd's shims). */
+export async function shimPidsOf(address: string, exclude: string[] = []): Promise<number[]> {
+  return (await listProcesses()).filter((p) => {
+    const i = p.argv.indexOf("-address");
+    return i >= 0 && p.argv[i + 1] === address && !exclude.some((x) => p.argv.includes(x));
+  }).map((p) => p.pid);
+}
+
+/** PIDs of the children of `pid` (by the parent field of /proc/PID/stat). */
+export async function childrenOf(pid: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const p of await listProcesses()) {
+    if (Number((await procStat(p.pid))?.[1]) === pid) out.push(p.pid);
+  }
+  return out;
+}
+
+/** The identity (pid and start time) of a process that has exited: a dead owner for run records. */
+export async function deadProcRef(): Promise<ProcRef> {
+  const c = new Deno.Command("sleep", { args: ["30"], stdout: "null", stderr: "null" }).spawn();
+  const ref = procRef(c.pid)!;
+  c.kill("SIGKILL");
+  await c.status;
+  return ref;
+}
