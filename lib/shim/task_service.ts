@@ -18,7 +18,8 @@ import { OptionsSchema as RuntimeOptionsSchema } from "./proto/gen/runtimeoption
 import { type CallContext, Code, TtrpcError, type TtrpcServer } from "./ttrpc.ts";
 import type { EventPublisher } from "./events.ts";
 import { Container, type ContainerEvents, Proc, type VmLauncher } from "./container.ts";
-import { mountRootfs, unmountAll } from "./mounts.ts";
+import { unmountAll } from "./mounts.ts";
+import { takeRootfs } from "./erofs_rootfs.ts";
 import { openProcessIo, type StdioPaths } from "./stdio.ts";
 import { takeReservation } from "./rundir.ts";
 import { parseBackend } from "../spec/backend.ts";
@@ -223,10 +224,6 @@ export class TaskService {
         source: m.source,
         options: m.options,
       }));
-      if (mounts.length > 0) {
-        await mountRootfs(mounts, rootfs);
-        mounted = true;
-      }
       // The parser and planner load with the first Create, so that a new daemon listens sooner.
       const [{ readOciBundle }, { buildSandboxSpec }, { KEY_BACKEND }, { planVm }] = await Promise
         .all([
@@ -263,6 +260,7 @@ export class TaskService {
       const pod = await import("./pod_member.ts");
       if (pod.isPodSandbox(oci.annotations)) plan.oci = oci.raw as Record<string, unknown>;
       const sandboxId = pod.podSandboxOf(oci.annotations);
+      mounted = await takeRootfs(plan, mounts, rootfs, !!sandboxId);
       const stdio: StdioPaths = {
         stdin: req.stdin,
         stdout: req.stdout,

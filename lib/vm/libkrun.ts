@@ -6,6 +6,7 @@
  */
 import { earlyKillExit, endsBootingVm } from "./early_kill.ts";
 import {
+  KRUN_DISK_FORMAT,
   KrunArgumentError,
   KrunError,
   type Libkrun,
@@ -16,6 +17,7 @@ import { CHANNEL_PORT_NAME, type ExecTarget } from "../guest_protocol.ts";
 import { SpecValidationError } from "../spec/types.ts";
 import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
 import { kvmStatus, vnetHdrError } from "./plan.ts";
+import { layersGuestRootfs } from "./erofs_layers.ts";
 import { locateLibkrun } from "./libkrun_locate.ts";
 import type { ProcessSpec } from "../spec/types.ts";
 import type { VmExit, VmHandle, VmPlan, VmProcess, VmStdio } from "./types.ts";
@@ -93,8 +95,18 @@ export function libkrunCalls(plan: VmPlan, s: LibkrunSetup): KrunCall[] {
   const calls: KrunCall[] = [
     { call: "krun_set_vm_config", args: [c, plan.cpus, plan.memoryMiB] },
     { call: "krun_set_root", args: [c, s.guest.rootDir] },
-    { call: "krun_add_virtiofs", args: [c, ROOTFS_TAG, plan.rootfs] },
   ];
+  if (plan.layers) {
+    // erofs layers: read-only raw disks /dev/vda… in this order (lib/vm/erofs_layers.ts).
+    plan.layers.forEach((path, i) => {
+      calls.push({
+        call: "krun_add_disk2",
+        args: [c, `layer${i}`, path, KRUN_DISK_FORMAT.raw, true],
+      });
+    });
+  } else {
+    calls.push({ call: "krun_add_virtiofs", args: [c, ROOTFS_TAG, plan.rootfs] });
+  }
   if (plan.network.kind === "tsi") {
     // Without a port map libkrun publishes every guest listener on the host: always set one
     // (empty when nothing is published) unless every port was asked for (docs/libkrun.md).
@@ -140,6 +152,9 @@ export function applyCall(lib: Libkrun, k: KrunCall): number {
       return 0;
     case "krun_add_virtiofs":
       lib.addVirtiofs(num(a[0]), str(a[1]), str(a[2]));
+      return 0;
+    case "krun_add_disk2":
+      lib.addDisk2(num(a[0]), str(a[1]), str(a[2]), num(a[3]), a[4] as boolean);
       return 0;
     case "krun_set_port_map":
       lib.setPortMap(num(a[0]), strs(a[1]));
@@ -520,7 +535,12 @@ class LibkrunVm implements VmHandle {
       const channel = new GuestChannel(accepted);
       this.#channel = channel;
       this.#channelReady.resolve(channel);
-      const config = buildGuestConfig(this.#plan, { kind: "virtiofs", tag: ROOTFS_TAG });
+      const config = buildGuestConfig(
+        this.#plan,
+        this.#plan.layers
+          ? layersGuestRootfs("libkrun", this.#plan.layers)
+          : { kind: "virtiofs", tag: ROOTFS_TAG },
+      );
       // A guest that never comes up must not hang the caller.
       const boot = setTimeout(() => {
         if (channel.helloSeen) return;
