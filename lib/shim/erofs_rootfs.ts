@@ -7,10 +7,10 @@
  */
 import {
   erofsLayersBehindOverlay,
+  ErofsMountError,
   type ErofsRootfs,
   parseErofsMounts,
 } from "../spec/erofs_mounts.ts";
-import { ErofsMountError } from "../spec/erofs_mounts.ts";
 import { SpecValidationError } from "../spec/types.ts";
 import { checkErofsLayers } from "../vm/erofs_layers.ts";
 import type { VmPlan } from "../vm/types.ts";
