@@ -78,6 +78,7 @@ function erofsMounts(layers: string[], snap: string) {
 /** Runs the interleaved rounds and returns the report text. */
 export async function erofsBench(rounds = 3): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "nbx-erofs-bench-" });
+  await Deno.chmod(dir, 0o711); // the VMs' private passt runs as nobody under run/
   const svc = new TaskService({
     namespace: "erofs-bench",
     runDir: `${dir}/run`,

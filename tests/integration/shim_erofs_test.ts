@@ -38,6 +38,7 @@ const SCRIPT = [
 
 Deno.test("shim + QEMU: containerd 2.2 erofs layers as read-only block devices, tmpfs upper", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nbx-shim-erofs-" });
+  await Deno.chmod(dir, 0o711); // the VM's private passt runs as nobody under run/
   const bundle = `${dir}/bundle`;
   const svc = new TaskService({
     namespace: "erofs-test",
