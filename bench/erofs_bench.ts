@@ -78,7 +78,10 @@ function erofsMounts(layers: string[], snap: string) {
 /** Runs the interleaved rounds and returns the report text. */
 export async function erofsBench(rounds = 3): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "nbx-erofs-bench-" });
-  await Deno.chmod(dir, 0o711); // the VMs' private passt runs as nobody under run/
+  await Deno.chmod(dir, 0o711);
+  // The VM's private passt runs as nobody: the run dir must be searchable (as the daemon's is).
+  await Deno.mkdir(`${dir}/run`, { mode: 0o711 });
+  await Deno.chmod(`${dir}/run`, 0o711);
   const svc = new TaskService({
     namespace: "erofs-bench",
     runDir: `${dir}/run`,

@@ -38,7 +38,10 @@ const SCRIPT = [
 
 Deno.test("shim + QEMU: containerd 2.2 erofs layers as read-only block devices, tmpfs upper", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nbx-shim-erofs-" });
-  await Deno.chmod(dir, 0o711); // the VM's private passt runs as nobody under run/
+  await Deno.chmod(dir, 0o711);
+  // The VM's private passt runs as nobody: the run dir must be searchable (as the daemon's is).
+  await Deno.mkdir(`${dir}/run`, { mode: 0o711 });
+  await Deno.chmod(`${dir}/run`, 0o711);
   const bundle = `${dir}/bundle`;
   const svc = new TaskService({
     namespace: "erofs-test",
