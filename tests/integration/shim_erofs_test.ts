@@ -33,7 +33,9 @@ const SCRIPT = [
   "cat /etc/who /etc/only-base /top-only",
   "[ -e /etc/gone ] && echo gone-visible || echo gone-hidden",
   "echo new > /etc/written; echo changed > /etc/who; cat /etc/written /etc/who",
-  "grep ' erofs ' /proc/mounts | cut -d' ' -f1,3,4 | cut -d, -f1",
+  // The root: an overlay whose lowers are the two erofs mounts (outside the chroot, so only the
+  // overlay's options show them) and whose upper is in init's tmpfs.
+  "grep '^overlay / overlay ' /proc/mounts | tr ',' '\\n' | grep -E '^(lowerdir|upperdir)='",
 ].join("; ");
 
 Deno.test("shim + QEMU: containerd 2.2 erofs layers as read-only block devices, tmpfs upper", async () => {
@@ -133,8 +135,11 @@ Deno.test("shim + QEMU: containerd 2.2 erofs layers as read-only block devices, 
       "new",
       "changed",
     ], out);
-    // Both layers are erofs block devices in the guest, read-only, in layer order.
-    deepEqual(lines.slice(6), ["/dev/vdb erofs ro", "/dev/vdc erofs ro"], out);
+    // The root stacks both layers in order (layers/0 = /dev/vdb = top) under the tmpfs upper.
+    deepEqual(lines.slice(6), [
+      "lowerdir=/run/nerdbox/layers/0:/run/nerdbox/layers/1",
+      "upperdir=/run/nerdbox/upper",
+    ], out);
 
     await svc.delete(create(pb.DeleteRequestSchema, { id }));
     deepEqual(await Promise.all(layers.map(sha256)), before, "the layer images are unchanged");
