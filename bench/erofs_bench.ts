@@ -1,6 +1,6 @@
 /**
  * erofs layers vs a shared directory, side by side in one run (interleaved rounds, same load): the
- * shim's Create → Start → exit of `/bin/true` under QEMU/TCG, driven through the real Task service
+ * shim's Create → Start → exit of `/bin/true` under QEMU (accel auto), driven through the real Task service
  * (as containerd would), for a ≈2 MiB busybox rootfs shared with virtio-fs (the anchor), the same
  * rootfs as two erofs layers, and a 1.1 GiB rootfs as two erofs layers (read-only virtio-blk,
  * lib/vm/erofs_layers.ts). The erofs mount lists are the ones containerd 2.2 would send (a
@@ -147,7 +147,7 @@ export async function erofsBench(rounds = 3): Promise<string> {
     const mb = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MiB`;
     const [a, s, b] = [median(share), median(es), median(eb)];
     return [
-      `erofs benchmark (shim Create→Start→exit of /bin/true, QEMU/TCG, ${rounds} interleaved ` +
+      `erofs benchmark (shim Create→Start→exit of /bin/true, QEMU (accel auto), ${rounds} interleaved ` +
       `rounds, medians; load ${(await Deno.readTextFile("/proc/loadavg")).split(" ")[0]})`,
       `  busybox directory, virtio-fs (anchor):       ${f(a)}`,
       `  busybox as 2 erofs layers (${mb(sizes.small)}):     ${f(s)}   ratio ${
