@@ -8,7 +8,16 @@
  * Mount types the shim takes into the VM itself instead of letting containerd mount them on the
  * host (reported to containerd ≥ 2.2 by `-info` as `containerd.io/runtime-allow-mounts`).
  */
-export const VM_MOUNT_TYPES: readonly string[] = [];
+export const VM_MOUNT_TYPES: readonly string[] = [
+  // containerd ≥ 2.2's erofs snapshotter: layer blobs become read-only virtio-blk devices
+  // (lib/shim/erofs_rootfs.ts) and the format/mkdir overlay over them is assembled in the guest.
+  // mkfs/* is left to containerd (block mode's writable image, which then arrives as `ext4`), as
+  // containerd's own nerdbox does; a plain ext4 list is mounted on the host as before.
+  "mkdir/*",
+  "format/*",
+  "erofs",
+  "ext4",
+];
 
 /** One mount as containerd describes it (containerd.types.Mount). */
 export interface RootfsMount {

@@ -9,7 +9,8 @@ import type * as pb from "./proto/gen/containerd/shim_pb.ts";
 import { OptionsSchema as RuntimeOptionsSchema } from "./proto/gen/runtimeoptions/options_pb.ts";
 import { Code, TtrpcError } from "./ttrpc.ts";
 import { Container, type ContainerEvents, Proc, type VmLauncher } from "./container.ts";
-import { mountRootfs, unmountAll } from "./mounts.ts";
+import { unmountAll } from "./mounts.ts";
+import { takeRootfs } from "./erofs_rootfs.ts";
 import { openProcessIo, type ProcessIo, type StdioPaths } from "./stdio.ts";
 import { parseBackend } from "../spec/backend.ts";
 import { SpecValidationError } from "../spec/types.ts";
@@ -96,10 +97,6 @@ export async function newContainer(
   let io: ProcessIo | undefined;
   try {
     const mounts = req.rootfs.map((m) => ({ type: m.type, source: m.source, options: m.options }));
-    if (mounts.length > 0) {
-      await mountRootfs(mounts, rootfs);
-      mounted = true;
-    }
     // The parser and planner load with the first Create, so that a new daemon listens sooner.
     const [{ readOciBundle }, { buildSandboxSpec }, { KEY_BACKEND }, { planVm }] = await Promise
       .all([
@@ -134,6 +131,8 @@ export async function newContainer(
     if (pod.isPodSandbox(oci.annotations)) plan.oci = oci.raw as Record<string, unknown>;
     const sandboxId = pod.podSandboxOf(oci.annotations);
     for (const w of pod.podNetworkWarnings(spec, sandboxId)) deps.warn(w);
+    // erofs layers become the plan's read-only disks; any other mount list is mounted here.
+    mounted = await takeRootfs(plan, mounts, rootfs, !!sandboxId);
     const stdio: StdioPaths = {
       stdin: req.stdin,
       stdout: req.stdout,

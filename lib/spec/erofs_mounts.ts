@@ -3,7 +3,7 @@
  * (CreateTaskRequest.rootfs), so the layers can reach the VM as read-only block devices instead of
  * being mounted on the host. Two forms:
  * - containerd ≥ 2.2 (mount manager): `erofs` mounts of the layer blobs (`ro`, `loop`), optionally
- *   preceded by a `mkfs/ext4` writable image (block mode), ended by a `format/mkdir/overlay` whose
+ *   preceded by a `mkfs/ext4` writable image (block mode; `ext4` once the mount manager made it), ended by a `format/mkdir/overlay` whose
  *   `lowerdir={{ overlay A B }}` / `{{ mount N }}` placeholders name the layer mounts (or a
  *   single `erofs` mount, or `format/bind` of one, for a read-only view).
  * - containerd 2.1 (`--snapshotter erofs`): an ordinary `overlay` whose lowerdirs are the host
@@ -21,8 +21,11 @@ export interface RootfsMount {
 export type ErofsUpper =
   /** overlay upper and work directories on the host (shared into the VM). */
   | { kind: "dir"; upperdir: string; workdir: string }
-  /** a writable ext4 image made by the runtime (`mkfs/ext4`, block mode); size in bytes. */
-  | { kind: "image"; path: string; sizeBytes: number }
+  /**
+   * a writable ext4 image (block mode): `mkfs/ext4` for the runtime to make (size in bytes), or
+   * `ext4` already made by containerd's mount manager (no size).
+   */
+  | { kind: "image"; path: string; sizeBytes?: number }
   /** a read-only view: no upper. */
   | { kind: "readonly" };
 
@@ -63,10 +66,11 @@ function layerAt(mounts: RootfsMount[], i: number, n: number, field: string, val
   return mounts[n].source;
 }
 
-/** The image path an `{{ mount N }}/…` in block mode names (must be the mkfs/ext4 mount). */
+/** The image path an `{{ mount N }}/…` in block mode names (must be the mkfs/ext4 or ext4 mount). */
 function imageRef(mounts: RootfsMount[], i: number, field: string, value: string): string {
   const m = MOUNT_REF.exec(value);
-  if (!m || !mounts[Number(m[1])]?.type.startsWith("mkfs/")) {
+  const t = m ? mounts[Number(m[1])]?.type : undefined;
+  if (!m || !(t === "ext4" || t?.startsWith("mkfs/"))) {
     refuse(
       i,
       mounts[i],
@@ -98,7 +102,7 @@ export function parseErofsMounts(mounts: RootfsMount[]): ErofsRootfs | undefined
       if (m.options.some((o) => o.startsWith("device="))) {
         refuse(i, m, "option device=…: merged fsmeta layers are not supported");
       }
-    } else if (m.type === "mkfs/ext4" && i === 0) {
+    } else if ((m.type === "mkfs/ext4" || m.type === "ext4") && i === 0) {
       image = m;
     } else {
       refuse(i, m, "expected erofs layer mounts (and a leading mkfs/ext4) before the overlay");
@@ -148,16 +152,20 @@ export function parseErofsMounts(mounts: RootfsMount[]): ErofsRootfs | undefined
       const path = imageRef(mounts, last, "upperdir", upperdir);
       imageRef(mounts, last, "workdir", workdir);
       const size = Number(option(image, "X-containerd.mkfs.size") ?? NaN);
-      if (!Number.isSafeInteger(size) || size <= 0) {
-        refuse(
-          0,
-          image,
-          `X-containerd.mkfs.size=${
-            JSON.stringify(option(image, "X-containerd.mkfs.size"))
-          }: expected a size in bytes`,
-        );
+      if (image.type === "ext4") {
+        upper = { kind: "image", path };
+      } else {
+        if (!Number.isSafeInteger(size) || size <= 0) {
+          refuse(
+            0,
+            image,
+            `X-containerd.mkfs.size=${
+              JSON.stringify(option(image, "X-containerd.mkfs.size"))
+            }: expected a size in bytes`,
+          );
+        }
+        upper = { kind: "image", path, sizeBytes: size };
       }
-      upper = { kind: "image", path, sizeBytes: size };
     } else {
       for (const [k, v] of [["upperdir", upperdir], ["workdir", workdir]]) {
         if (!v.startsWith("/")) {

@@ -23,6 +23,8 @@ export const GUEST_MODULES = [
   "overlay",
   // virtio-fs shares (the container rootfs directory; brings fuse along).
   "virtiofs",
+  // erofs layer devices (containerd's erofs snapshotter; brings libcrc32c along).
+  "erofs",
 ];
 
 /** LZ4 legacy frame magic (little-endian 0x184C2102) as found in Debian's x86 bzImage. */

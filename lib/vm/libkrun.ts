@@ -8,6 +8,7 @@ import { earlyKillExit, endsBootingVm } from "./early_kill.ts";
 import type { ExecTarget } from "../guest_protocol.ts";
 import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
 import { kvmStatus } from "./plan.ts";
+import { layersGuestRootfs } from "./erofs_layers.ts";
 import { locateLibkrun } from "./libkrun_locate.ts";
 import { spawnInNetns } from "../net/netns.ts";
 import type { ProcessSpec } from "../spec/types.ts";
@@ -308,7 +309,12 @@ class LibkrunVm implements VmHandle {
       const channel = new GuestChannel(accepted);
       this.#channel = channel;
       this.#channelReady.resolve(channel);
-      const config = buildGuestConfig(this.#plan, { kind: "virtiofs", tag: ROOTFS_TAG });
+      const config = buildGuestConfig(
+        this.#plan,
+        this.#plan.layers
+          ? layersGuestRootfs("libkrun", this.#plan.layers)
+          : { kind: "virtiofs", tag: ROOTFS_TAG },
+      );
       // A guest that never comes up must not hang the caller.
       const boot = setTimeout(() => {
         if (channel.helloSeen) return;

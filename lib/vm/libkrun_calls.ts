@@ -4,7 +4,7 @@
  * sequence both the `nerdbox vmm` child and `nerdbox run --dry-run` go through
  * (configureContext).
  */
-import { KrunArgumentError, KrunError, type Libkrun } from "../../ffi/libkrun.ts";
+import { KRUN_DISK_FORMAT, KrunArgumentError, KrunError, type Libkrun } from "../../ffi/libkrun.ts";
 import { CHANNEL_PORT_NAME } from "../guest_protocol.ts";
 import { SpecValidationError } from "../spec/types.ts";
 import { type Mac, macBytes, parseMac } from "../spec/mac.ts";
@@ -23,6 +23,10 @@ export type KrunCall =
   | { call: "krun_set_vm_config"; args: [ctx: number, vcpus: number, ramMib: number] }
   | { call: "krun_set_root"; args: [ctx: number, root: string] }
   | { call: "krun_add_virtiofs"; args: [ctx: number, tag: string, path: string] }
+  | {
+    call: "krun_add_disk2";
+    args: [ctx: number, blockId: string, path: string, format: number, readOnly: boolean];
+  }
   | { call: "krun_set_port_map"; args: [ctx: number, ports: string[]] }
   | {
     call: LibkrunNetFunction;
@@ -87,8 +91,18 @@ export function libkrunCalls(plan: VmPlan, s: LibkrunSetup): KrunCall[] {
   const calls: KrunCall[] = [
     { call: "krun_set_vm_config", args: [c, plan.cpus, plan.memoryMiB] },
     { call: "krun_set_root", args: [c, s.guest.rootDir] },
-    { call: "krun_add_virtiofs", args: [c, ROOTFS_TAG, plan.rootfs] },
   ];
+  if (plan.layers) {
+    // erofs layers: read-only raw disks /dev/vda… in this order (lib/vm/erofs_layers.ts).
+    plan.layers.forEach((path, i) => {
+      calls.push({
+        call: "krun_add_disk2",
+        args: [c, `layer${i}`, path, KRUN_DISK_FORMAT.raw, true],
+      });
+    });
+  } else {
+    calls.push({ call: "krun_add_virtiofs", args: [c, ROOTFS_TAG, plan.rootfs] });
+  }
   const net = plan.network;
   if (net.kind === "tsi") {
     // Without a port map libkrun publishes every guest listener on the host: always set one
@@ -132,6 +146,9 @@ export function applyCall(lib: Libkrun, k: KrunCall): number {
       return 0;
     case "krun_add_virtiofs":
       lib.addVirtiofs(...k.args);
+      return 0;
+    case "krun_add_disk2":
+      lib.addDisk2(...k.args);
       return 0;
     case "krun_set_port_map":
       lib.setPortMap(...k.args);

@@ -144,7 +144,7 @@ export async function startQemuVm(
     phase("image");
     const accel = await resolveAccel(plan.accel ?? "auto", image);
     // The rootfs directory is shared (virtio-fs), or copied to ext4 where sharing cannot work.
-    const rootfs = await prepareQemuRootfs(plan.rootfs, stateDir, privDir, async (pid) => {
+    const rootfs = await prepareQemuRootfs(plan, stateDir, privDir, async (pid) => {
       const ref = procRef(pid);
       if (ref) (record.virtiofsd ??= []).push(ref);
       await saveRecord();
@@ -194,6 +194,7 @@ export async function startQemuVm(
       initramfs: image.initramfs,
       runtimeDisk: image.runtimeDisk,
       rootfsDisk: rootfs.disk,
+      layerDisks: rootfs.layers,
       shares: rootfs.share ? [rootfs.share] : [],
       channelSocket: ctlPath,
       consoleLog,

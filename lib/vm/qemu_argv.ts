@@ -8,6 +8,7 @@ import { NONET_CMDLINE_WORD, PROBE_CMDLINE_WORD, RUNTIME_DISK_SERIAL } from "./g
 import { CHANNEL_PORT_NAME } from "../guest_protocol.ts";
 import { VIRTIOFS_MEMORY_BACKEND, virtiofsQemuArgs } from "./virtiofs.ts";
 import type { Mac } from "../spec/mac.ts";
+import { layerSerial } from "./erofs_layers.ts";
 
 /** A resolved accelerator. */
 export type QemuAccel = "kvm" | "tcg";
@@ -36,6 +37,8 @@ export interface QemuArgvInput {
   runtimeDisk: string;
   /** The container's rootfs image (`/dev/vdb`), when it is not shared (ext4 fallback). */
   rootfsDisk?: string;
+  /** erofs layer blobs (uppermost first), attached read-only after the runtime disk (`/dev/vdb`…). */
+  layerDisks?: string[];
   /** Host directories shared with virtio-fs (lib/vm/virtiofs.ts), by tag and daemon socket. */
   shares?: Array<{ tag: string; socket: string }>;
   /** UNIX socket the host listens on for the channel (QEMU connects). */
@@ -150,6 +153,14 @@ export function qemuArgv(input: QemuArgvInput): string[] {
       `virtio-blk-device,drive=rootfs,serial=${ROOTFS_DISK_SERIAL}`,
     );
   }
+  (input.layerDisks ?? []).forEach((path, i) => {
+    args.push(
+      "-drive",
+      `file=${esc(path, `erofs layer ${i} path`)},if=none,id=layer${i},format=raw,readonly=on`,
+      "-device",
+      `virtio-blk-device,drive=layer${i},serial=${layerSerial(i)}`,
+    );
+  });
   args.push(...virtiofsQemuArgs(shares, input.memoryMiB));
   if (input.channelSocket !== undefined) {
     args.push(

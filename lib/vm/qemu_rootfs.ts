@@ -1,10 +1,13 @@
 /**
  * How a QEMU run gets its container rootfs: the directory shared with virtio-fs (no copy; the
  * container's writes land in the directory, as with runc and libkrun), or — only where sharing
- * cannot work — a per-run ext4 copy (`mke2fs -d`) attached as `/dev/vdb` under a tmpfs overlay.
+ * cannot work — a per-run ext4 copy (`mke2fs -d`) attached as `/dev/vdb` under a tmpfs overlay;
+ * or, for a plan of erofs layers, the layer blobs themselves, read-only (no share, no copy).
  */
 import type { GuestRootfs } from "../guest_protocol.ts";
 import { makeRootfsImage } from "./rootfs_image.ts";
+import { checkErofsLayers, layersGuestRootfs } from "./erofs_layers.ts";
+import type { VmPlan } from "./types.ts";
 import { ROOTFS_GUEST_DEVICE } from "./qemu_argv.ts";
 import { startVirtiofsd, virtiofsAvailable, type VirtiofsShare } from "./virtiofs.ts";
 import { fitsSunPath, SUN_PATH_MAX } from "../spec/socket_path.ts";
@@ -15,6 +18,8 @@ export const QEMU_ROOTFS_TAG = "rootfs";
 /** What the run attaches for its rootfs. */
 export interface QemuRootfs {
   guest: GuestRootfs;
+  /** erofs layer blobs attached read-only (`VmPlan.layers`). */
+  layers?: string[];
   /** The per-run ext4 copy (fallback only). */
   disk?: string;
   /** The rootfs share (virtio-fs). */
@@ -40,16 +45,22 @@ export function shareBlocker(rootfs: string, socket: string): string | undefined
 }
 
 /**
- * Shares `rootfs` (starting its virtiofsd, socket `<socketDir>/fs0.sock`, pid given to `onSpawn`
+ * erofs layers: checks them and attaches them as they are. Otherwise shares `plan.rootfs` (starting its virtiofsd, socket `<socketDir>/fs0.sock`, pid given to `onSpawn`
  * before anything waits) or builds the ext4 copy in `stateDir`. The caller stops the share or
  * removes the disk at the end.
  */
 export async function prepareQemuRootfs(
-  rootfs: string,
+  plan: Pick<VmPlan, "rootfs" | "layers" | "backend" | "network">,
   stateDir: string,
   socketDir: string,
   onSpawn: (pid: number) => Promise<void> | void,
 ): Promise<QemuRootfs> {
+  if (plan.layers) {
+    // Checked again here: a blob may have gone since the plan was made.
+    await checkErofsLayers(plan, plan.layers, "rootfs", (i) => `layers[${i}]`);
+    return { guest: layersGuestRootfs("qemu", plan.layers), layers: [...plan.layers] };
+  }
+  const rootfs = plan.rootfs;
   const socket = `${socketDir}/fs0.sock`;
   const blocker = shareBlocker(rootfs, socket);
   if (blocker === undefined) {

@@ -67,8 +67,14 @@ export interface VmPlan {
   backend: Backend;
   cpus: number;
   memoryMiB: number;
-  /** Host directory with the container's root filesystem. */
+  /** Host directory with the container's root filesystem (unused when `layers` is set). */
   rootfs: string;
+  /**
+   * erofs layer blobs (host files, overlay lowerdir order: uppermost first): the rootfs is these,
+   * attached read-only as virtio-blk devices and stacked in the guest under a tmpfs upper
+   * (lib/vm/erofs_layers.ts). Absent: `rootfs` is the root.
+   */
+  layers?: string[];
   process: ProcessSpec;
   hostname: string;
   network: NetworkPlan;

@@ -162,6 +162,13 @@ function plan(v: unknown, f: string): VmPlan {
     cpus: int(o.cpus, `${f}.cpus`, 1, 255),
     memoryMiB: int(o.memoryMiB, `${f}.memoryMiB`, 1, 0xffff_ffff),
     rootfs: abs(o.rootfs, `${f}.rootfs`),
+    ...(o.layers !== undefined
+      ? {
+        layers: (Array.isArray(o.layers) ? o.layers : [o.layers]).map((x, i) =>
+          abs(x, `${f}.layers[${i}]`)
+        ),
+      }
+      : {}),
     process: {
       args: strs(p.args, `${f}.process.args`),
       env: strs(p.env, `${f}.process.env`),

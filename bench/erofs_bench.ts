@@ -1,0 +1,178 @@
+/**
+ * erofs layers vs a shared directory, side by side in one run (interleaved rounds, same load): the
+ * shim's Create → Start → exit of `/bin/true` under QEMU (accel auto), driven through the real Task service
+ * (as containerd would), for a ≈2 MiB busybox rootfs shared with virtio-fs (the anchor), the same
+ * rootfs as two erofs layers, and a 1.1 GiB rootfs as two erofs layers (read-only virtio-blk,
+ * lib/vm/erofs_layers.ts). The erofs mount lists are the ones containerd 2.2 would send (a
+ * stand-in: no containerd 2.2 here). `deno task bench` runs it as one bench case; or directly:
+ * `bin/deno run -A bench/erofs_bench.ts [rounds]`.
+ */
+import { create } from "@bufbuild/protobuf";
+import { makeBusyboxRootfs } from "../lib/vm/busybox_rootfs.ts";
+import { TaskService } from "../lib/shim/task_service.ts";
+import { EventPublisher } from "../lib/shim/events.ts";
+import * as pb from "../lib/shim/proto/gen/containerd/shim_pb.ts";
+import { startVm } from "../lib/vm/launch.ts";
+
+const GIB = 1024 ** 3;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor((s.length - 1) / 2)];
+}
+
+async function mkfsErofs(src: string, out: string): Promise<void> {
+  const o = await new Deno.Command("mkfs.erofs", {
+    args: [out, src],
+    stdout: "null",
+    stderr: "piped",
+  })
+    .output();
+  if (!o.success) {
+    throw new Error(
+      `mkfs.erofs (apt-get install erofs-utils): ${new TextDecoder().decode(o.stderr)}`,
+    );
+  }
+}
+
+/** A directory of `bytes` of incompressible files (2000 × 64 KiB, then 50 MiB files). */
+async function bulk(dir: string, bytes: number): Promise<void> {
+  const mib = new Uint8Array(1024 * 1024);
+  const chunk = crypto.getRandomValues(new Uint8Array(65536));
+  for (let o = 0; o < mib.length; o += chunk.length) mib.set(chunk, o);
+  let left = bytes;
+  await Deno.mkdir(`${dir}/usr/share/small`, { recursive: true });
+  await Deno.mkdir(`${dir}/usr/share/big`, { recursive: true });
+  for (let i = 0; i < 2000; i++) {
+    mib[0] = i % 256;
+    await Deno.writeFile(`${dir}/usr/share/small/f${i}`, mib.subarray(0, 65536));
+    left -= 65536;
+  }
+  for (let i = 0; left > 0; i++) {
+    const f = await Deno.open(`${dir}/usr/share/big/blob${i}`, { write: true, create: true });
+    for (let m = 0; m < 50 && left > 0; m++) {
+      mib[1] = m;
+      await f.write(mib);
+      left -= mib.length;
+    }
+    f.close();
+  }
+}
+
+/** containerd 2.2's directory-mode list for `layers` (uppermost first). */
+function erofsMounts(layers: string[], snap: string) {
+  return [
+    ...layers.map((source) => ({ type: "erofs", source, options: ["ro", "loop"] })),
+    {
+      type: "format/mkdir/overlay",
+      source: "overlay",
+      options: [
+        `workdir=${snap}/work`,
+        `upperdir=${snap}/fs`,
+        `lowerdir={{ overlay 0 ${layers.length - 1} }}`,
+      ],
+    },
+  ];
+}
+
+/** Runs the interleaved rounds and returns the report text. */
+export async function erofsBench(rounds = 3): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "nbx-erofs-bench-" });
+  await Deno.chmod(dir, 0o711);
+  // The VM's private passt runs as nobody: the run dir must be searchable (as the daemon's is).
+  await Deno.mkdir(`${dir}/run`, { mode: 0o711 });
+  await Deno.chmod(`${dir}/run`, 0o711);
+  const svc = new TaskService({
+    namespace: "erofs-bench",
+    runDir: `${dir}/run`,
+    events: new EventPublisher("", "erofs-bench", () => {}),
+    log: () => {},
+    launcher: () => Promise.resolve(startVm),
+    resolveBackend: () => Promise.resolve("qemu"),
+    onShutdown: () => {},
+  });
+  let seq = 0;
+  const startTrue = async (mounts: ReturnType<typeof erofsMounts>, rootfsDir?: string) => {
+    const id = `b${++seq}`;
+    const bundle = `${dir}/bundles/${id}`;
+    await Deno.mkdir(`${bundle}/rootfs`, { recursive: true });
+    await Deno.writeTextFile(
+      `${bundle}/config.json`,
+      JSON.stringify({
+        ociVersion: "1.0.2",
+        root: { path: rootfsDir ?? "rootfs" },
+        process: { args: ["/bin/true"], cwd: "/", env: ["PATH=/bin"] },
+      }),
+    );
+    const t = performance.now();
+    await svc.create(create(pb.CreateTaskRequestSchema, { id, bundle, rootfs: mounts }));
+    await svc.start(create(pb.StartRequestSchema, { id }));
+    const c = svc.containers.get(id)!;
+    await c.init.exited;
+    const ms = performance.now() - t;
+    const code = c.init.exitStatus;
+    await svc.delete(create(pb.DeleteRequestSchema, { id }));
+    if (code !== 0) throw new Error(`${id}: /bin/true exited ${code}`);
+    return ms;
+  };
+  try {
+    const small = await makeBusyboxRootfs(`${dir}/small`);
+    const top = `${dir}/top`;
+    await Deno.mkdir(`${top}/etc`, { recursive: true });
+    await Deno.writeTextFile(`${top}/etc/hostname`, "top\n");
+    await bulk(`${dir}/bulk`, 1.1 * GIB);
+    await mkfsErofs(small, `${dir}/small.erofs`);
+    await mkfsErofs(top, `${dir}/top.erofs`);
+    // The big image: busybox base + 1.1 GiB on top of it, two layers.
+    await mkfsErofs(`${dir}/bulk`, `${dir}/bulk.erofs`);
+    await Deno.remove(`${dir}/bulk`, { recursive: true });
+    const snap = `${dir}/snap`;
+    await Deno.mkdir(`${snap}/fs`, { recursive: true });
+    await Deno.mkdir(`${snap}/work`, { recursive: true });
+    const smallLayers = erofsMounts([`${dir}/top.erofs`, `${dir}/small.erofs`], snap);
+    const bigLayers = erofsMounts([`${dir}/bulk.erofs`, `${dir}/small.erofs`], snap);
+    const sizes = {
+      small: (await Deno.stat(`${dir}/small.erofs`)).size,
+      big: (await Deno.stat(`${dir}/bulk.erofs`)).size +
+        (await Deno.stat(`${dir}/small.erofs`)).size,
+    };
+    await startTrue([], small); // warm the guest image cache
+    const share: number[] = [], es: number[] = [], eb: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      share.push(await startTrue([], small));
+      es.push(await startTrue(smallLayers));
+      eb.push(await startTrue(bigLayers));
+    }
+    const f = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+    const mb = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MiB`;
+    const [a, s, b] = [median(share), median(es), median(eb)];
+    return [
+      `erofs benchmark (shim Create→Start→exit of /bin/true, QEMU (accel auto), ${rounds} interleaved ` +
+      `rounds, medians; load ${(await Deno.readTextFile("/proc/loadavg")).split(" ")[0]})`,
+      `  busybox directory, virtio-fs (anchor):       ${f(a)}`,
+      `  busybox as 2 erofs layers (${mb(sizes.small)}):     ${f(s)}   ratio ${
+        (s / a).toFixed(2)
+      }×`,
+      `  1.1 GiB image as 2 erofs layers (${mb(sizes.big)}): ${f(b)}   ratio ${
+        (b / a).toFixed(2)
+      }× ` +
+      `(vs small erofs ${(b / s).toFixed(2)}×)`,
+    ].join("\n");
+  } finally {
+    for (const c of svc.containers.values()) await c.dispose().catch(() => {});
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+if (import.meta.main) {
+  console.log(await erofsBench(Number(Deno.args[0] ?? 3)));
+} else if (typeof Deno.bench === "function") {
+  let report: string | undefined;
+  Deno.bench(
+    { name: "erofs report printed below (this row times nothing)", n: 1, warmup: 0 },
+    async () => {
+      report ??= await erofsBench(Number(Deno.env.get("EROFS_BENCH_ROUNDS") ?? 3));
+    },
+  );
+  globalThis.addEventListener("unload", () => report && console.log(report));
+}
