@@ -74,6 +74,10 @@ function strs(v: unknown, f: string): string[] {
   if (!Array.isArray(v)) throw new VmmRequestError(f, v, "an array of strings");
   return v.map((x, i) => str(x, `${f}[${i}]`));
 }
+function paths(v: unknown, f: string): string[] {
+  if (!Array.isArray(v)) throw new VmmRequestError(f, v, "an array of absolute paths");
+  return v.map((x, i) => abs(x, `${f}[${i}]`));
+}
 function opt<T>(o: Obj, k: string, f: string, read: (v: unknown, f: string) => T): T | undefined {
   return o[k] === undefined ? undefined : read(o[k], `${f}.${k}`);
 }
@@ -162,13 +166,7 @@ function plan(v: unknown, f: string): VmPlan {
     cpus: int(o.cpus, `${f}.cpus`, 1, 255),
     memoryMiB: int(o.memoryMiB, `${f}.memoryMiB`, 1, 0xffff_ffff),
     rootfs: abs(o.rootfs, `${f}.rootfs`),
-    ...(o.layers !== undefined
-      ? {
-        layers: (Array.isArray(o.layers) ? o.layers : [o.layers]).map((x, i) =>
-          abs(x, `${f}.layers[${i}]`)
-        ),
-      }
-      : {}),
+    ...(o.layers !== undefined ? { layers: paths(o.layers, `${f}.layers`) } : {}),
     process: {
       args: strs(p.args, `${f}.process.args`),
       env: strs(p.env, `${f}.process.env`),

@@ -33,7 +33,9 @@ function request(netFlags: string[] = [], publish: string[] = []): VmmRequest {
 const NET = "socket=/run/x.sock,mode=unixgram,mac=5A:94:EF:E4:0C:EE,addr=10.0.0.2/24,vfkit=true";
 
 Deno.test("a planned request round-trips through JSON unchanged", () => {
-  for (const r of [request([], ["8080:80"]), request([NET])]) {
+  const layered = request();
+  layered.plan.layers = ["/snap/2/layer.erofs", "/snap/1/layer.erofs"];
+  for (const r of [request([], ["8080:80"]), request([NET]), layered]) {
     assert.deepEqual(parseVmmRequest(JSON.parse(JSON.stringify(r))), r);
   }
 });
@@ -67,6 +69,8 @@ Deno.test("every bad field is named, with its value and what was expected", () =
     /^field plan\.process\.env\[1\]=1: expected a string/,
   );
   bad((r) => (r.guest.rootDir = "g"), /^field guest\.rootDir="g": expected an absolute path/);
+  bad((r) => (r.plan.layers = "/a"), /^field plan\.layers="\/a": expected an array of absolute/);
+  bad((r) => (r.plan.layers = ["a"]), /^field plan\.layers\[0\]="a": expected an absolute path/);
   bad((r) => (r.parentPid = "1"), /^field parentPid="1": expected an integer/);
   bad((r) => delete r.channelSocket, /^field channelSocket=undefined: expected a string/);
 });
