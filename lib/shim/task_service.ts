@@ -262,6 +262,14 @@ export class TaskService {
       // the pod's later containers are created inside it.
       const pod = await import("./pod_member.ts");
       if (pod.isPodSandbox(oci.annotations)) plan.oci = oci.raw as Record<string, unknown>;
+      // Host bind mounts reach the VM through its volume share (lib/shim/volumes.ts).
+      await (await import("./volumes.ts")).planVolumes(
+        plan,
+        oci.raw as Record<string, unknown>,
+        id,
+        pod.isPodSandbox(oci.annotations),
+        (msg) => this.#opts.log("warn", msg, id),
+      );
       const sandboxId = pod.podSandboxOf(oci.annotations);
       const stdio: StdioPaths = {
         stdin: req.stdin,

@@ -10,6 +10,7 @@ import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
 import { ensureGuestImage, type GuestImage, PROBE_OK_MARKER } from "./guest_image.ts";
 import { hostTscKhz } from "./kernel.ts";
 import { prepareQemuRootfs } from "./qemu_rootfs.ts";
+import { attachVolumes } from "./volumes.ts";
 import { type PasstHandle, startPasst } from "../net/passt.ts";
 import { spawnInNetns, validateNetnsPath } from "../net/netns.ts";
 import { startTcRedirect, type TcRedirect } from "../net/tc_redirect.ts";
@@ -388,16 +389,20 @@ export async function startQemuVm(
     phase("image");
     const accel = await resolveAccel(plan.accel ?? "auto", image);
     // The rootfs directory is shared (virtio-fs), or copied to ext4 where sharing cannot work.
-    const rootfs = await prepareQemuRootfs(plan.rootfs, stateDir, privDir, async (pid) => {
+    const recordVirtiofsd = async (pid: number) => {
       const ref = procRef(pid);
       if (ref) (record.virtiofsd ??= []).push(ref);
       await saveRecord();
-    });
+    };
+    const rootfs = await prepareQemuRootfs(plan.rootfs, stateDir, privDir, recordVirtiofsd);
     phase("rootfs");
     if (rootfs.share) {
       const share = rootfs.share;
       cleanups.push(() => share.stop());
     }
+    // Host bind mounts: the VM's volume share (lib/vm/volumes.ts).
+    const volumes = await attachVolumes(plan, privDir, recordVirtiofsd);
+    if (volumes) cleanups.push(() => volumes.share.stop());
     if (rootfs.disk) {
       const disk = rootfs.disk;
       cleanups.push(() => Deno.remove(disk).catch(() => {}));
@@ -474,6 +479,7 @@ export async function startQemuVm(
     config.networks = guestNetworks;
     if (redirect && !config.dns) config.dns = await podDns(plan.netns!);
     if (opts.dhcpTimeoutMs !== undefined) config.dhcpTimeoutMs = opts.dhcpTimeoutMs;
+    if (volumes) config.volumes = volumes.guest;
 
     // Channel: the host listens, QEMU connects.
     const ctlPath = channelSocketPath(stateDir);
@@ -498,7 +504,7 @@ export async function startQemuVm(
       initramfs: image.initramfs,
       runtimeDisk: image.runtimeDisk,
       rootfsDisk: rootfs.disk,
-      shares: rootfs.share ? [rootfs.share] : [],
+      shares: [rootfs.share, volumes?.share.share].filter((x) => x !== undefined),
       channelSocket: ctlPath,
       consoleLog,
       tscKhz: await hostTscKhz(),
@@ -639,6 +645,7 @@ export async function startQemuVm(
       },
       // exec'd processes and terminal resizes go over the same channel (lib/vm/channel.ts).
       ...channelHandleOps(channelReady),
+      ...(volumes ? { volumes: volumes.share } : {}),
       async dispose() {
         if (disposed) return await exited.then(() => {});
         disposed = true;
