@@ -5,7 +5,8 @@
  * them through VmPlan.volumes (bound before the guest boots); a pod's later containers through
  * the running VM's share (bound before the container is created, unbound when it is deleted).
  * Each bind of container `id` is `<id>/<n>` in the share, `n` its index in `spec.mounts`; crun's
- * spec is rewritten to bind from GUEST_VOLUMES_DIR/<id>/<n>. Other mounts are left as they are.
+ * spec is rewritten to bind from GUEST_VOLUMES_DIR/<id>/<n>. Other mounts (and a bind on /dev/shm)
+ * are left as they are.
  */
 import { GUEST_VOLUMES_DIR, type GuestVolumeMount } from "../guest_protocol.ts";
 import { type SpecError, SpecValidationError } from "../spec/types.ts";
@@ -49,6 +50,11 @@ export function specBinds(spec: Obj, id: string): SpecBinds {
     const err = (field: string, value: unknown, message: string) =>
       errors.push({ annotation: `mounts[${i}]`, field, value: String(value), message });
     const { source, destination } = m;
+    // The pod's shm (CRI binds a host tmpfs) stays the guest's own, as in Kata: shared memory
+    // through virtio-fs would only add FUSE round trips, the pod's containers share one VM.
+    if (typeof destination === "string" && destination.replace(/\/+$/, "") === "/dev/shm") {
+      return m;
+    }
     if (typeof source !== "string" || !source.startsWith("/")) {
       err("source", source, "expected an absolute host path");
       return m;

@@ -4,6 +4,8 @@
  * container reads a host file, a read-only mount refuses writes (even remounted read-write inside
  * the guest: the host side is read-only too), an rw mount's write lands on the host, a single file
  * binds, a missing source is refused at create, and nothing stays mounted or running afterwards.
+ * A pod made with CRI's annotations: the sandbox and two later containers of its VM share a host
+ * directory, each container's binds are undone when it is deleted, the VM's at the end.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import {
@@ -38,8 +40,13 @@ async function processesWith(needle: string): Promise<string[]> {
 }
 
 /** Polls until no mount of `src`, no VM process, no run dir and no bundle is left; asserts it. */
-async function assertNothingLeft(ctd: Containerd, src: string, ids: string[]): Promise<void> {
-  const socket = await socketPath(ctd.address, "default", "nerdbox");
+async function assertNothingLeft(
+  ctd: Containerd,
+  src: string,
+  ids: string[],
+  group = "nerdbox",
+): Promise<void> {
+  const socket = await socketPath(ctd.address, "default", group);
   const runDir = runDirFor(socket);
   const problems = async () => {
     const p: string[] = [];
@@ -174,6 +181,106 @@ Deno.test("host bind mounts reach the guest (ctr run --mount)", async (t) => {
       match(r.stderr, /mounts\[\d+\]: source=".*\/absent": does not exist on the host/);
       await ctd.ctr(["container", "rm", "vol3"]);
       await assertNothingLeft(ctd, src, ["vol3"]);
+    });
+
+    await t.step("a pod: sandbox and two later containers share a host dir", async () => {
+      const pod = await Deno.makeTempDir({ dir: src, prefix: "pod-" });
+      const cri = (type: string) => [
+        "--annotation",
+        `io.kubernetes.cri.container-type=${type}`,
+        "--annotation",
+        "io.kubernetes.cri.sandbox-id=vpod",
+      ];
+      const mount = (dst: string, mode: string) => [
+        "--mount",
+        `type=bind,src=${pod},dst=${dst},options=rbind:${mode}`,
+      ];
+      const boot = "/proc/sys/kernel/random/boot_id";
+      const sb = await ctd.ctr(
+        [
+          "run",
+          "-d",
+          ...R,
+          ...cri("sandbox"),
+          ...mount("/vol", "rw"),
+          IMAGE,
+          "vpod",
+          "sh",
+          "-c",
+          `cat ${boot} > /vol/boot.sandbox; exec sleep 1000`,
+        ],
+        { timeoutMs: 150_000 },
+      );
+      equal(sb.code, 0, sb.stderr);
+      const deadline = Date.now() + 120_000;
+      while (!(await Deno.readTextFile(`${pod}/boot.sandbox`).catch(() => "")).trim()) {
+        ok(Date.now() < deadline, "the sandbox never wrote /vol/boot.sandbox");
+        await new Promise((res) => setTimeout(res, 250));
+      }
+      const c1 = await ctd.ctr(
+        [
+          "run",
+          "--rm",
+          ...R,
+          ...cri("container"),
+          ...mount("/shared", "rw"),
+          "--mount",
+          `type=bind,src=${file},dst=/etc/single.txt,options=bind:ro`,
+          IMAGE,
+          "vpc1",
+          "sh",
+          "-c",
+          `cat ${boot} > /shared/boot.c1; echo from-c1 > /shared/note; cat /etc/single.txt`,
+        ],
+        { timeoutMs: 150_000 },
+      );
+      equal(c1.code, 0, c1.stderr);
+      equal(c1.stdout, "one single file\n");
+      const c2 = await ctd.ctr(
+        [
+          "run",
+          "--rm",
+          ...R,
+          ...cri("container"),
+          ...mount("/ro", "ro"),
+          IMAGE,
+          "vpc2",
+          "sh",
+          "-c",
+          "cat /ro/note; if echo x > /ro/y 2>/dev/null; then echo writable; else echo refused; fi",
+        ],
+        { timeoutMs: 150_000 },
+      );
+      equal(c2.code, 0, c2.stderr);
+      equal(c2.stdout, "from-c1\nrefused\n");
+      equal(
+        await Deno.readTextFile(`${pod}/boot.c1`),
+        await Deno.readTextFile(`${pod}/boot.sandbox`),
+        "c1 ran in the sandbox's VM",
+      );
+      // The deleted containers' binds are gone from the share; the sandbox's is still there.
+      const runDir = runDirFor(await socketPath(ctd.address, "default", "vpod"));
+      const vfs = (await processesWith(`${runDir}/`)).filter((p) => p.includes("fs1.sock"));
+      equal(vfs.length, 1, `one volume virtiofsd: ${vfs.join("\n")}`);
+      const ns = await new Deno.Command("nsenter", {
+        args: ["-t", vfs[0].split(":")[0], "-m", "--", "cat", "/proc/self/mountinfo"],
+        stdout: "piped",
+      }).output();
+      const inShare = new TextDecoder().decode(ns.stdout).split("\n")
+        .filter((l) => l.includes("/volumes/")).map((l) => l.split(" ")[4]);
+      equal(inShare.length, 1, inShare.join("\n"));
+      match(inShare[0], /\/volumes\/vpod\/\d+$/);
+      deepEqual(await hostMountsWith(src), []);
+      equal((await ctd.ctr(["task", "kill", "-s", "SIGKILL", "vpod"])).code, 0);
+      const stopped = Date.now() + 60_000;
+      while (!(await ctd.ctr(["task", "ls"])).stdout.match(/vpod\s+\d+\s+STOPPED/)) {
+        ok(Date.now() < stopped, "the sandbox never stopped");
+        await new Promise((res) => setTimeout(res, 250));
+      }
+      equal((await ctd.ctr(["task", "delete", "vpod"])).code, 0);
+      equal((await ctd.ctr(["container", "rm", "vpod"])).code, 0);
+      equal(await Deno.lstat(`${pod}/y`).then(() => true, () => false), false);
+      await assertNothingLeft(ctd, src, ["vpod", "vpc1", "vpc2"], "vpod");
     });
   } finally {
     await ctd.stop();

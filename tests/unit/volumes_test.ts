@@ -21,6 +21,7 @@ const SPEC = {
     { destination: "/etc/hosts", type: "bind", source: "/var/x/hosts", options: ["bind"] },
     { destination: "/tmp", type: "tmpfs", source: "tmpfs", options: [] },
     { destination: "/old", type: "none", source: "/srv/old", options: ["rbind", "rw"] },
+    { destination: "/dev/shm", type: "bind", source: "/run/x/shm", options: ["rbind"] },
   ],
 };
 
@@ -43,6 +44,7 @@ Deno.test("specBinds: every bind found, rewritten into the share; other mounts u
   equal(out[4].source, `${GUEST_VOLUMES_DIR}/c1/4`);
   equal(out[4].type, "bind");
   deepEqual(out[3], SPEC.mounts[3]);
+  deepEqual(out[5], SPEC.mounts[5], "the pod's shm stays the guest's own");
   equal(SPEC.mounts[1].source, "/srv/data", "the input spec is not modified");
 });
 
@@ -145,7 +147,7 @@ Deno.test("crun's spec: binds outside the volume share are left out, others kept
     "/proc",
     "/tmp",
   ]);
-  deepEqual(adjusted.droppedMounts, ["/data", "/old"]);
+  deepEqual(adjusted.droppedMounts, ["/data", "/old", "/dev/shm"]);
 });
 
 Deno.test("share paths and mount argv", () => {
