@@ -5,12 +5,13 @@
  * bound into it at `<container id>/<n>` before the container is created, so later containers of a
  * pod get theirs without hot-plug; the guest binds them on to their destinations.
  *
- * The binds are made in the daemon's own mount namespace (`unshare --propagation slave`, then
- * `nsenter --mount … mount --bind`): virtiofsd (sandbox=chroot, no namespace of its own) serves
- * mounts added there after it started, the host's mount table never shows them, a recursive
- * removal of the state dir on the host cannot reach a source's files, and they all vanish with
- * the daemon (any exit, even a SIGKILL of everything). A source must exist when it is bound; a
- * host mount made below it later reaches the VM only if the host mount propagates (shared).
+ * The binds are made in the daemon's own mount namespace (`unshare --propagation slave`): each
+ * source's mount tree is cloned in the host's namespace and attached there (BIND_HELPER:
+ * open_tree, setns, move_mount), so it is resolved as the host sees it at that moment, host mounts
+ * made after the VM booted included. virtiofsd (sandbox=chroot, no namespace of its own) serves
+ * mounts added after it started; the host's mount table never shows them, a recursive removal of
+ * the state dir on the host cannot reach a source's files, and they all vanish with the daemon
+ * (any exit, even a SIGKILL of everything).
  */
 import type { GuestVolumes } from "../guest_protocol.ts";
 import type { VmPlan, VolumeBind, VolumeShareHandle } from "./types.ts";
@@ -45,19 +46,60 @@ export function checkShareTarget(target: string): string {
   return target;
 }
 
-/** mount(8)'s argv (after `mount`) binding `source` on `path` in the share. */
-export function bindArgs(b: VolumeBind, path: string): string[] {
+/** perl (perl-base is Essential in Debian: always there), single-threaded, so it may setns(2). */
+export const PERL = "/usr/bin/perl";
+
+/**
+ * The bind helper: clones the source's mount tree in the caller's (the host's) namespace with
+ * open_tree(2) (OPEN_TREE_CLONE, AT_RECURSIVE for rbind), makes it read-only with mount_setattr(2)
+ * (the top mount only, as OCI's `ro`), enters the daemon's mount namespace with setns(2) and
+ * attaches the clone there with move_mount(2). Deno cannot: setns(CLONE_NEWNS) refuses a
+ * multi-threaded process. Arguments: syscall numbers, then ns path, source, target, ro, rec.
+ */
+export const BIND_HELPER = `use strict;
+my ($open_tree, $move_mount, $mount_setattr, $setns, $nspath, $src, $dst, $ro, $rec) = @ARGV;
+my $fd = syscall($open_tree, -100, $src, 1 | 0x80000 | ($rec ? 0x8000 : 0));
+die "open_tree: $!\n" if $fd < 0;
+if ($ro) {
+  my $attr = pack("QQQQ", 1, 0, 0, 0);
+  my $empty = "";
+  syscall($mount_setattr, $fd, $empty, 0x1000, $attr, length($attr)) == 0
+    or die "mount_setattr(ro): $!\n";
+}
+open(my $ns, "<", $nspath) or die "open $nspath: $!\n";
+syscall($setns, fileno($ns), 0x20000) == 0 or die "setns: $!\n";
+my $empty = "";
+syscall($move_mount, $fd, $empty, -100, $dst, 4) == 0 or die "move_mount: $!\n";
+`;
+
+/** open_tree, move_mount, mount_setattr, setns numbers per architecture. */
+const SYSCALLS: Record<string, [number, number, number, number]> = {
+  x86_64: [428, 429, 442, 308],
+  aarch64: [428, 429, 442, 268],
+};
+
+/** The bind helper's argv (after `perl`) binding `b.source` on `path` in namespace `nsPath`. */
+export function bindArgs(b: VolumeBind, path: string, nsPath: string): string[] {
+  const nr = SYSCALLS[Deno.build.arch];
+  if (!nr) throw new Error(`volume share: no syscall numbers for ${Deno.build.arch}`);
   return [
-    b.recursive ? "--rbind" : "--bind",
-    ...(b.readOnly ? ["-o", "ro"] : []),
+    "-e",
+    BIND_HELPER,
     "--",
+    ...nr.map(String),
+    nsPath,
     b.source,
     path,
+    b.readOnly ? "1" : "0",
+    b.recursive ? "1" : "0",
   ];
 }
 
-async function run(args: string[]): Promise<{ ok: boolean; out: string; err: string }> {
-  const res = await new Deno.Command(NSENTER, {
+async function run(
+  args: string[],
+  bin = NSENTER,
+): Promise<{ ok: boolean; out: string; err: string }> {
+  const res = await new Deno.Command(bin, {
     args,
     stdin: "null",
     stdout: "piped",
@@ -146,7 +188,7 @@ export async function startVolumeShare(
         else await Deno.writeFile(path, new Uint8Array(), { createNew: true, mode: 0o644 });
         done.add(target.split("/")[0]);
         if (!alive) throw new Error(`the VM's volume share (virtiofsd) has ended`);
-        const res = await run([...ns, "mount", ...bindArgs(b, path)]);
+        const res = await run(bindArgs(b, path, `/proc/${share.pid}/ns/mnt`), PERL);
         if (!res.ok) {
           throw new Error(`bind mount ${JSON.stringify(b.source)} into the VM: ${res.err}`);
         }

@@ -155,20 +155,15 @@ Deno.test("share paths and mount argv", () => {
   for (const bad of ["../x", "c1/..", "/abs", "c1//0", "c 1/0", ""]) {
     throws(() => checkShareTarget(bad), /volume share path/);
   }
-  deepEqual(bindArgs({ source: "/s", target: "c/0", readOnly: true, recursive: true }, "/d"), [
-    "--rbind",
-    "-o",
-    "ro",
-    "--",
-    "/s",
+  const a = bindArgs({ source: "/s", target: "c/0", readOnly: true, recursive: true }, "/d", "/ns");
+  equal(a[0], "-e");
+  deepEqual(a.slice(-5), ["/ns", "/s", "/d", "1", "1"]);
+  const b = bindArgs(
+    { source: "/s", target: "c/0", readOnly: false, recursive: false },
     "/d",
-  ]);
-  deepEqual(bindArgs({ source: "/s", target: "c/0", readOnly: false, recursive: false }, "/d"), [
-    "--bind",
-    "--",
-    "/s",
-    "/d",
-  ]);
+    "/ns",
+  );
+  deepEqual(b.slice(-2), ["0", "0"]);
 });
 
 function hostMounts(needle: string): string[] {
@@ -197,6 +192,13 @@ Deno.test("volume share (real virtiofsd): binds in its own namespace, released, 
   try {
     equal(pids[0], share.share.pid);
     match(Deno.readTextFileSync(`/proc/${share.share.pid}/cmdline`), /virtiofsd/);
+    // A host mount made after the daemon started (below a source) is bound too: the clone is
+    // taken in the host's namespace.
+    await Deno.mkdir(`${src}/late`);
+    const tm = await new Deno.Command("mount", { args: ["-t", "tmpfs", "tmpfs", `${src}/late`] })
+      .output();
+    ok(tm.success);
+    await Deno.writeTextFile(`${src}/late/in-tmpfs`, "late mount\n");
     await share.bind([
       { source: src, target: "c1/0", readOnly: true, recursive: true },
       { source: `${src}/f.txt`, target: "c1/1", readOnly: false, recursive: false },
@@ -205,6 +207,13 @@ Deno.test("volume share (real virtiofsd): binds in its own namespace, released, 
     deepEqual(hostMounts(dir), [], "the host's mount table shows none of the binds");
     equal((await nsRun(share.share.pid, ["cat", `${dir}/c1/0/f.txt`])).out, "host file\n");
     equal((await nsRun(share.share.pid, ["cat", `${dir}/c1/1`])).out, "host file\n");
+    equal(
+      (await nsRun(share.share.pid, ["cat", `${dir}/c1/0/late/in-tmpfs`])).out,
+      "late mount\n",
+    );
+    // ro is the top mount's only (OCI's ro is not recursive): the tmpfs below stays writable.
+    const late = await nsRun(share.share.pid, ["sh", "-c", `echo y > ${dir}/c1/0/late/w`]);
+    equal(late.code, 0);
     const w = await nsRun(share.share.pid, ["sh", "-c", `echo x > ${dir}/c1/0/new`]);
     ok(w.code !== 0, "the read-only bind refuses writes in the daemon's namespace");
     // A failing batch leaves nothing of itself.
@@ -224,10 +233,11 @@ Deno.test("volume share (real virtiofsd): binds in its own namespace, released, 
     await share.bind([{ source: src, target: "c3/0", readOnly: false, recursive: true }]);
   } finally {
     await share.stop();
+    await new Deno.Command("umount", { args: [`${src}/late`] }).output();
   }
   equal(await Deno.lstat(`${state}/volumes`).then(() => true, () => false), false);
   equal(await Deno.lstat(`${state}/ctl/fs1.sock`).then(() => true, () => false), false);
-  deepEqual(hostMounts(tmp), []);
+  deepEqual(hostMounts(`${state}`), []);
   equal(await Deno.readTextFile(`${src}/f.txt`), "host file\n", "the source is untouched");
   await Deno.remove(tmp, { recursive: true });
 });
