@@ -147,8 +147,11 @@ export async function startVolumeShare(
   /** Mount points at or below `path` in the daemon's namespace, deepest first. */
   const pointsUnder = async (path: string): Promise<string[]> => {
     if (!alive) return [];
-    const res = await run([...ns, "cat", "/proc/self/mountinfo"]);
-    if (!res.ok) return [];
+    const res = await run([...ns, "/bin/cat", "/proc/self/mountinfo"]);
+    if (!res.ok) {
+      if (!alive) return [];
+      throw new Error(`volume share: cannot list its mounts: ${res.err}`);
+    }
     return res.out.split("\n").filter((l) => l).map((l) => unescapeMountinfo(l.split(" ")[4]))
       .filter((p) => p === path || p.startsWith(`${path}/`))
       .sort((a, b) => b.length - a.length);
@@ -160,8 +163,8 @@ export async function startVolumeShare(
       const points = await pointsUnder(path);
       if (points.length === 0) break;
       for (const p of points) {
-        const res = await run([...ns, "umount", "--", p]);
-        if (!res.ok) await run([...ns, "umount", "-l", "--", p]);
+        const res = await run([...ns, "/bin/umount", "--", p]);
+        if (!res.ok) await run([...ns, "/bin/umount", "-l", "--", p]);
       }
     }
     const left = await pointsUnder(path);
