@@ -57,7 +57,11 @@ export function bindVolumes(root: string, mounts: GuestVolumeMount[]): void {
     try {
       const dst = mountTarget(root, m.destination, Deno.statSync(src).isDirectory);
       c.mount(src, dst, "", c.MS.BIND | (m.recursive ? c.MS.REC : 0));
-      if (m.readOnly) c.mount("", dst, "", c.MS.REMOUNT | c.MS.BIND | c.MS.RDONLY);
+      // An rbind's `ro` is the host's (top mount only, as OCI's `ro`): here the share is one
+      // filesystem, and a read-only remount would cover the source's submounts too.
+      if (m.readOnly && !m.recursive) {
+        c.mount("", dst, "", c.MS.REMOUNT | c.MS.BIND | c.MS.RDONLY);
+      }
     } catch (err) {
       throw new RootfsError(
         `cannot bind volume ${m.source} on ${m.destination}: ${

@@ -68,7 +68,11 @@ export function specBinds(spec: Obj, id: string): SpecBinds {
     const readOnly = opts.includes("ro"), recursive = opts.includes("rbind");
     binds.push({ source, target, readOnly, recursive });
     mounts.push({ source: target, destination, readOnly, recursive });
-    return { ...m, type: "bind", source: `${GUEST_VOLUMES_DIR}/${target}`, options: opts };
+    // In the guest the share is one filesystem: a read-only rbind there would make the source's
+    // submounts read-only too. The host's side is read-only at the top mount only (OCI's `ro`),
+    // so the guest leaves an rbind's `ro` to it (writes fail with EROFS from the host).
+    const guestOpts = recursive && readOnly ? opts.filter((o) => o !== "ro") : opts;
+    return { ...m, type: "bind", source: `${GUEST_VOLUMES_DIR}/${target}`, options: guestOpts };
   });
   if (errors.length > 0) throw new SpecValidationError(errors);
   return { binds, mounts, spec: out };

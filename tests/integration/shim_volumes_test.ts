@@ -260,7 +260,8 @@ Deno.test("host bind mounts reach the guest (ctr run --mount)", async (t) => {
       );
       // The deleted containers' binds are gone from the share; the sandbox's is still there.
       const runDir = runDirFor(await socketPath(ctd.address, "default", "vpod"));
-      const vfs = (await processesWith(`${runDir}/`)).filter((p) => p.includes("fs1.sock"));
+      const vfs = (await processesWith(`${runDir}/`))
+        .filter((p) => p.includes("virtiofsd") && p.includes("fs1.sock"));
       equal(vfs.length, 1, `one volume virtiofsd: ${vfs.join("\n")}`);
       const ns = await new Deno.Command("nsenter", {
         args: ["-t", vfs[0].split(":")[0], "-m", "--", "cat", "/proc/self/mountinfo"],
