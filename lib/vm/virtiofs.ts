@@ -41,8 +41,8 @@ export interface VirtiofsShareSpec {
   timeoutMs?: number;
   /**
    * Run the daemon in a mount namespace of its own (`unshare --mount --propagation slave`, which
-   * execs it: the pid stays the daemon's): mounts made there later (lib/vm/volumes.ts, through
-   * `nsenter`) are served to the guest but never appear on the host, and vanish with the daemon.
+   * execs it: the pid stays the daemon's): mounts attached there later (lib/vm/volumes.ts) are
+   * served to the guest but never appear on the host, and vanish with the daemon.
    */
   privateMounts?: boolean;
 }
