@@ -5,6 +5,8 @@ import {
   type GuestNetwork,
   type GuestProcess,
   type GuestRootfs,
+  type GuestVolumeMount,
+  type GuestVolumes,
 } from "../lib/guest_protocol.ts";
 import { parseCidr, parseIPv4, parseIPv6, parseMac } from "./ip.ts";
 
@@ -159,6 +161,42 @@ function validIfname(name: string): boolean {
   return percents === 0 || (percents === 1 && name.includes("%d"));
 }
 
+const SHARE_PATH_RE = /^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+)*$/;
+
+/** Parses CONFIG's `volumes`; errors name the field. */
+export function parseVolumes(v: unknown): GuestVolumes {
+  if (!isObj(v)) throw new ConfigError("volumes", v, "an object");
+  if (typeof v.tag !== "string" || !/^[A-Za-z0-9_.-]{1,36}$/.test(v.tag)) {
+    throw new ConfigError("volumes.tag", v.tag, "a virtio-fs tag");
+  }
+  if (!Array.isArray(v.mounts)) throw new ConfigError("volumes.mounts", v.mounts, "an array");
+  const mounts = v.mounts.map((m, i): GuestVolumeMount => {
+    const p = `volumes.mounts[${i}].`;
+    if (!isObj(m)) throw new ConfigError(`volumes.mounts[${i}]`, m, "an object");
+    const src = m.source;
+    if (
+      typeof src !== "string" || !SHARE_PATH_RE.test(src) ||
+      src.split("/").some((s) => s === "." || s === "..")
+    ) {
+      throw new ConfigError(`${p}source`, src, "a relative path in the share without . or ..");
+    }
+    const dst = m.destination;
+    if (typeof dst !== "string" || !dst.startsWith("/") || dst.split("/").includes("..")) {
+      throw new ConfigError(`${p}destination`, dst, "an absolute path without ..");
+    }
+    for (const k of ["readOnly", "recursive"] as const) {
+      if (typeof m[k] !== "boolean") throw new ConfigError(`${p}${k}`, m[k], "true or false");
+    }
+    return {
+      source: src,
+      destination: dst,
+      readOnly: m.readOnly as boolean,
+      recursive: m.recursive as boolean,
+    };
+  });
+  return { tag: v.tag, mounts };
+}
+
 /** Parses the CONFIG payload text. */
 export function parseConfig(text: string): GuestConfig {
   let v: unknown;
@@ -199,5 +237,6 @@ export function parseConfig(text: string): GuestConfig {
     }
     cfg.oci = v.oci;
   }
+  if (v.volumes !== undefined) cfg.volumes = parseVolumes(v.volumes);
   return cfg;
 }

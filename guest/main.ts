@@ -27,6 +27,7 @@ import {
   startProcess,
 } from "./workload.ts";
 import { prepareCrunRun } from "./oci_runtime.ts";
+import { bindVolumes, mountVolumeShare } from "./volumes.ts";
 import { parseExecTarget, PodContainers } from "./pod_containers.ts";
 import {
   decodeJson,
@@ -357,6 +358,7 @@ async function main(): Promise<never> {
 
   try {
     const root = mountRootfs(cfg.rootfs);
+    if (cfg.volumes) mountVolumeShare(cfg.volumes);
     if (cfg.oci) { // crun mounts what the spec asks for
       oci = { spec: cfg.oci, root };
       pod = new PodContainers(root.slice(0, root.lastIndexOf("/")), log);
@@ -367,6 +369,7 @@ async function main(): Promise<never> {
       hosts: hostsFile(cfg.hostname || "localhost", net.firstAddr),
       hostname: `${cfg.hostname || "localhost"}\n`,
     });
+    if (cfg.volumes && !oci) bindVolumes(root, cfg.volumes.mounts);
     if (rootIsVirtiofs) krunFd = c.open("/", c.O.RDONLY | c.O.CLOEXEC);
     if (cfg.process.terminal) await loadTerminalSupport();
     openSessionHelper(); // before chroot: terminal processes (also later execs) need it

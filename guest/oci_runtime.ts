@@ -7,6 +7,7 @@
  */
 import { GUEST_CRUN_LIB_DIR, GUEST_CRUN_PATH, type GuestProcess } from "../lib/guest_protocol.ts";
 import { ExecError } from "./workload.ts";
+import { isShareSource } from "./volumes.ts";
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -25,7 +26,7 @@ const GUEST_MOUNT_TYPES = new Set([
   "cgroup2",
   "shm",
 ]);
-/** Files guest init writes into the rootfs itself (from CONFIG's hostname and DNS). */
+/** Files guest init writes into the rootfs itself (from CONFIG's hostname and DNS), unless shared. */
 const INIT_OWNED_FILES = new Set(["/etc/resolv.conf", "/etc/hostname", "/etc/hosts"]);
 
 /** What guestSpec changed, for the init log. */
@@ -37,8 +38,9 @@ export interface SpecAdjustments {
 /**
  * The spec crun runs in the guest, from the host's `spec`: root at the guest's mounted `root`,
  * no terminal (init owns stdio), the VM's network namespace shared (no network entry), namespace
- * paths dropped (host paths mean nothing in the guest), no hooks or host security labels, host bind
- * mounts dropped (init writes resolv.conf/hostname/hosts), the cgroup at `/nerdbox/<id>`.
+ * paths dropped (host paths mean nothing in the guest), no hooks or host security labels, bind
+ * mounts kept only from the VM's volume share (guest/volumes.ts; otherwise init writes
+ * resolv.conf/hostname/hosts), the cgroup at `/nerdbox/<id>`.
  */
 export function guestSpec(
   spec: Obj,
@@ -61,10 +63,12 @@ export function guestSpec(
     out.mounts = out.mounts.filter((m) => {
       if (!isObj(m) || typeof m.destination !== "string") return false;
       const dest = m.destination.replace(/\/+$/, "");
-      if (INIT_OWNED_FILES.has(dest)) return false;
       const type = typeof m.type === "string" ? m.type : "";
       const opts = Array.isArray(m.options) ? m.options : [];
       const bind = type === "bind" || opts.includes("bind") || opts.includes("rbind");
+      // A bind from the VM's volume share (the host bound its source there: lib/vm/volumes.ts).
+      if (bind && isShareSource(m.source)) return true;
+      if (INIT_OWNED_FILES.has(dest)) return false;
       if (bind || !GUEST_MOUNT_TYPES.has(type)) {
         dropped.push(dest);
         return false;
@@ -158,7 +162,9 @@ export function prepareCrunRun(
   if (!ID_RE.test(id)) throw new ExecError(127, `exec: container id ${JSON.stringify(id)}`);
   const { spec: s, adjusted } = guestSpec(spec, root, id);
   if (adjusted.droppedMounts.length > 0) {
-    log(`crun: host bind mounts not shared into the VM yet: ${adjusted.droppedMounts.join(", ")}`);
+    log(
+      `crun: mounts not in the VM's volume share, left out: ${adjusted.droppedMounts.join(", ")}`,
+    );
   }
   const bundle = bundleDirFor(root, id);
   Deno.mkdirSync(bundle, { recursive: true, mode: 0o700 });

@@ -113,6 +113,33 @@ export interface GuestConfig {
    * instead of chrooting. Absent: the workload runs chrooted, as `process` says.
    */
   oci?: Record<string, unknown>;
+  /** The VM's volume share (host bind mounts), mounted at GUEST_VOLUMES_DIR before the rootfs. */
+  volumes?: GuestVolumes;
+}
+
+/** Where the guest mounts the VM's volume share (virtio-fs, tag GuestVolumes.tag). */
+export const GUEST_VOLUMES_DIR = "/run/nerdbox/volumes";
+
+/** The VM's volume share: the host binds each container's bind-mount sources into it. */
+export interface GuestVolumes {
+  /** virtio-fs tag of the share. */
+  tag: string;
+  /**
+   * Bind mounts init makes into a chrooted workload's root (no `oci`); with `oci` the spec's
+   * bind mounts already point into GUEST_VOLUMES_DIR and crun makes them.
+   */
+  mounts: GuestVolumeMount[];
+}
+
+/** One bind mount from the volume share into the container root. */
+export interface GuestVolumeMount {
+  /** Path inside the share (`<container id>/<n>`, no `..`). */
+  source: string;
+  /** Absolute destination in the container. */
+  destination: string;
+  readOnly: boolean;
+  /** rbind (mounts below the source come along) rather than bind. */
+  recursive: boolean;
 }
 
 /** Guest path of crun, the OCI executor, on the runtime disk. */

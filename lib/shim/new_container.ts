@@ -129,6 +129,14 @@ export async function newContainer(
     // the pod's later containers are created inside it.
     const pod = await import("./pod_member.ts");
     if (pod.isPodSandbox(oci.annotations)) plan.oci = oci.raw as Record<string, unknown>;
+    // Host bind mounts reach the VM through its volume share (lib/shim/volumes.ts).
+    await (await import("./volumes.ts")).planVolumes(
+      plan,
+      oci.raw as Record<string, unknown>,
+      id,
+      pod.isPodSandbox(oci.annotations),
+      deps.warn,
+    );
     const sandboxId = pod.podSandboxOf(oci.annotations);
     for (const w of pod.podNetworkWarnings(spec, sandboxId)) deps.warn(w);
     // erofs layers become the plan's read-only disks; any other mount list is mounted here.

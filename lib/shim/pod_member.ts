@@ -7,6 +7,7 @@
 import type { VmHandle, VmStdio } from "../vm/types.ts";
 import type { ProcessSpec, SandboxSpec } from "../spec/types.ts";
 import { SANDBOX_ANNOTATION } from "./address.ts";
+import { bindMemberVolumes } from "./volumes.ts";
 
 /** CRI's annotation saying whether a container is a pod's sandbox or one of its containers. */
 export const CONTAINER_TYPE_ANNOTATION = "io.kubernetes.cri.container-type";
@@ -113,11 +114,24 @@ export async function startInPod(
   if (!pod.exec) throw new Error("the pod VM's backend cannot start processes in it");
   const lower = await streamRootfsIn(pod, id, rootfs);
   const p = (spec.process ?? {}) as { args?: string[]; terminal?: boolean };
-  const proc = await pod.exec(
-    { ...ROOT_PROCESS, args: p.args?.length ? p.args : ["/"], terminal: stdio.terminal === true },
-    stdio,
-    { container: { id, spec, rootfs: { kind: "path", path: lower } } },
+  // Its host bind mounts go into the pod VM's volume share before the container is created.
+  const volumes = await bindMemberVolumes(
+    pod,
+    id,
+    spec,
+    (msg) => (stdio.onWarning ?? ((m: string) => console.error(`nerdbox: ${m}`)))(msg),
   );
+  let proc;
+  try {
+    proc = await pod.exec(
+      { ...ROOT_PROCESS, args: p.args?.length ? p.args : ["/"], terminal: stdio.terminal === true },
+      stdio,
+      { container: { id, spec: volumes.spec, rootfs: { kind: "path", path: lower } } },
+    );
+  } catch (err) {
+    await volumes.release().catch(() => {});
+    throw err;
+  }
   let ended = false;
   const exited = proc.exited.finally(() => (ended = true));
   return {
@@ -127,9 +141,11 @@ export async function startInPod(
     ...(proc.resize ? { resize: (cols: number, rows: number) => proc.resize!(cols, rows) } : {}),
     exec: (process, io) => pod.exec!(process, io, { in: id }),
     async dispose() {
-      if (ended) return;
-      await proc.signal(9).catch(() => {});
-      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      if (!ended) {
+        await proc.signal(9).catch(() => {});
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
+      }
+      await volumes.release();
     },
   };
 }

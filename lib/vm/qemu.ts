@@ -11,6 +11,7 @@ import { buildGuestConfig } from "./channel.ts";
 import { ensureGuestImage } from "./guest_image.ts";
 import { hostTscKhz } from "./kernel.ts";
 import { prepareQemuRootfs } from "./qemu_rootfs.ts";
+import { attachVolumes } from "./volumes.ts";
 import { spawnInNetns } from "../net/netns.ts";
 import { procRef, type RunRecord, sweepDeadRuns, writeRunRecord } from "./run_state.ts";
 import { qemuArgv } from "./qemu_argv.ts";
@@ -144,16 +145,20 @@ export async function startQemuVm(
     phase("image");
     const accel = await resolveAccel(plan.accel ?? "auto", image);
     // The rootfs directory is shared (virtio-fs), or copied to ext4 where sharing cannot work.
-    const rootfs = await prepareQemuRootfs(plan, stateDir, privDir, async (pid) => {
+    const recordVirtiofsd = async (pid: number) => {
       const ref = procRef(pid);
       if (ref) (record.virtiofsd ??= []).push(ref);
       await saveRecord();
-    });
+    };
+    const rootfs = await prepareQemuRootfs(plan, stateDir, privDir, recordVirtiofsd);
     phase("rootfs");
     if (rootfs.share) {
       const share = rootfs.share;
       cleanups.push(() => share.stop());
     }
+    // Host bind mounts: the VM's volume share (lib/vm/volumes.ts).
+    const volumes = await attachVolumes(plan, privDir, recordVirtiofsd);
+    if (volumes) cleanups.push(() => volumes.share.stop());
     if (rootfs.disk) {
       const disk = rootfs.disk;
       cleanups.push(() => Deno.remove(disk).catch(() => {}));
@@ -171,6 +176,7 @@ export async function startQemuVm(
     if (net.guestNetworks) config.networks = net.guestNetworks;
     if (net.dns && !config.dns) config.dns = net.dns;
     if (opts.dhcpTimeoutMs !== undefined) config.dhcpTimeoutMs = opts.dhcpTimeoutMs;
+    if (volumes) config.volumes = volumes.guest;
 
     // Channel: the host listens, QEMU connects.
     await Deno.remove(ctlPath).catch(() => {});
@@ -195,7 +201,7 @@ export async function startQemuVm(
       runtimeDisk: image.runtimeDisk,
       rootfsDisk: rootfs.disk,
       layerDisks: rootfs.layers,
-      shares: rootfs.share ? [rootfs.share] : [],
+      shares: [rootfs.share, volumes?.share.share].filter((x) => x !== undefined),
       channelSocket: ctlPath,
       consoleLog,
       tscKhz: await hostTscKhz(),
@@ -232,6 +238,7 @@ export async function startQemuVm(
       phase,
       ...(opts.onLog ? { onLog: opts.onLog } : {}),
       ...(opts.onNetwork ? { onNetwork: opts.onNetwork } : {}),
+      ...(volumes ? { volumes: volumes.share } : {}),
     });
     cleanups.push(async () => {
       if (!qemuDone()) killGroup(child.pid);

@@ -8,7 +8,7 @@ import { earlyKillExit, endsBootingVm } from "./early_kill.ts";
 import { channelHandleOps, GuestChannel } from "./channel.ts";
 import { killGroup } from "./qemu_accel.ts";
 import type { GuestConfig, GuestNetworkReport } from "../guest_protocol.ts";
-import type { VmExit, VmHandle, VmStdio } from "./types.ts";
+import type { VmExit, VmHandle, VmStdio, VolumeShareHandle } from "./types.ts";
 
 /** How long QEMU may take to power off after the workload's exit was reported. */
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -66,6 +66,8 @@ export interface QemuProcessInput {
   phase: (name: string) => void;
   onLog?: (line: string) => void;
   onNetwork?: (report: GuestNetworkReport) => void;
+  /** The VM's volume share, when it has one (host bind mounts, lib/vm/volumes.ts). */
+  volumes?: VolumeShareHandle;
 }
 
 /** The running QEMU's handle; `qemuDone` tells whether QEMU has exited. */
@@ -174,6 +176,7 @@ export function qemuHandle(p: QemuProcessInput): { handle: VmHandle; qemuDone: (
     },
     // exec'd processes and terminal resizes go over the same channel (lib/vm/channel.ts).
     ...channelHandleOps(channelReady),
+    ...(p.volumes ? { volumes: p.volumes } : {}),
     async dispose() {
       if (disposed) return await exited.then(() => {});
       disposed = true;

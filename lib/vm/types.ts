@@ -6,7 +6,7 @@ import type { DnsSpec, NetMode, PortSpec, ProcessSpec } from "../spec/types.ts";
 import type { Mac } from "../spec/mac.ts";
 import type { SocketPath } from "../spec/socket_path.ts";
 import type { NetnsPath } from "../spec/netns_path.ts";
-import type { ExecTarget } from "../guest_protocol.ts";
+import type { ExecTarget, GuestVolumeMount } from "../guest_protocol.ts";
 import type { CtrNicPlan } from "./plan_ctr_network.ts";
 
 /** A concrete backend (after `auto` is resolved). */
@@ -91,6 +91,36 @@ export interface VmPlan {
   libkrun?: { path?: string; logLevel?: number };
   /** OCI runtime spec crun applies in the guest (GuestConfig.oci); absent: chrooted workload. */
   oci?: Record<string, unknown>;
+  /**
+   * Host bind mounts shared into the VM (lib/vm/volumes.ts): present = boot with a volume share
+   * (QEMU only), `binds` made into it before the guest starts, `mounts` applied by init.
+   */
+  volumes?: VolumePlan;
+}
+
+/** One host bind mount into the VM's volume share. */
+export interface VolumeBind {
+  /** Host source (absolute; a directory or a file). */
+  source: string;
+  /** Path inside the share (`<container id>/<n>`). */
+  target: string;
+  readOnly: boolean;
+  recursive: boolean;
+}
+
+/** The volume share a VM boots with. */
+export interface VolumePlan {
+  binds: VolumeBind[];
+  /** For a chrooted workload (no `oci`): what init binds into its root. */
+  mounts: GuestVolumeMount[];
+}
+
+/** The running VM's volume share: later containers of a pod add their binds here. */
+export interface VolumeShareHandle {
+  /** Binds `binds` into the share (all or nothing). */
+  bind(binds: VolumeBind[]): Promise<void>;
+  /** Unmounts and removes everything under `<share>/<prefix>`. Idempotent. */
+  release(prefix: string): Promise<void>;
 }
 
 /** How a VM ended. */
@@ -118,6 +148,8 @@ export interface VmHandle {
    * `target` makes it a new container of the pod VM, or runs it inside one (crun mode).
    */
   exec?(process: ProcessSpec, stdio: VmStdio, target?: ExecTarget): Promise<VmProcess>;
+  /** Optional: the VM's volume share (QEMU with VmPlan.volumes). */
+  volumes?: VolumeShareHandle;
 }
 
 /** A process started in a running guest by VmHandle.exec. */

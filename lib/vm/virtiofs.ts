@@ -40,7 +40,16 @@ export interface VirtiofsShareSpec {
   onSpawn?: (pid: number) => Promise<void> | void;
   /** How long to wait for the socket (default 10 s). */
   timeoutMs?: number;
+  /**
+   * Run the daemon in a mount namespace of its own (`unshare --mount --propagation slave`, which
+   * execs it: the pid stays the daemon's): mounts attached there later (lib/vm/volumes.ts) are
+   * served to the guest but never appear on the host, and vanish with the daemon.
+   */
+  privateMounts?: boolean;
 }
+
+/** util-linux's unshare (runs the daemon in a mount namespace of its own). */
+export const UNSHARE = "/usr/bin/unshare";
 
 /** A running virtiofsd. */
 export interface VirtiofsShare {
@@ -111,7 +120,12 @@ export async function startVirtiofsd(spec: VirtiofsShareSpec): Promise<VirtiofsS
   const binary = virtiofsdBinary();
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(binary, helperCommandOptions(args)).spawn();
+    child = new Deno.Command(
+      spec.privateMounts ? UNSHARE : binary,
+      helperCommandOptions(
+        spec.privateMounts ? ["--mount", "--propagation", "slave", "--", binary, ...args] : args,
+      ),
+    ).spawn();
   } catch (err) {
     throw new Error(
       `cannot run ${binary} (apt-get install qemu-system-common): ${(err as Error).message}`,
