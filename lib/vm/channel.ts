@@ -3,7 +3,9 @@
  * libkrun and the QEMU backend hand it the connected `nerdbox.ctl` stream. It waits for HELLO,
  * sends CONFIG, forwards stdin and signals, copies STDOUT/STDERR and maps EXIT/ERROR to a VmExit.
  * The same channel multiplexes processes started later with EXEC frames (`exec`): each has its
- * own frame process id, stdio, stdin pump and exit.
+ * own frame process id, stdio, stdin pump and exit. The CONFIG is built by lib/vm/guest_config.ts,
+ * ERROR payloads are mapped by lib/vm/guest_error.ts. One file over ~400 lines: GuestChannel is one
+ * class, the single reader whose frame loop every session's state is part of.
  */
 import {
   decodeJson,
@@ -13,19 +15,17 @@ import {
   type ExecTarget,
   type Frame,
   FrameDecoder,
-  GUEST_EXIT,
   GUEST_PROTOCOL_VERSION,
   type GuestConfig,
   type GuestError,
   type GuestNetworkReport,
   type GuestProcess,
-  type GuestRootfs,
   MsgType,
 } from "../guest_protocol.ts";
 import type { ProcessSpec } from "../spec/types.ts";
 import { OutputQueue } from "./output_queue.ts";
-import type { VmExit, VmHandle, VmPlan, VmProcess, VmStdio } from "./types.ts";
-import { withCtrNetworks } from "./plan_ctr_network.ts";
+import { guestErrorExit, GuestExecError, printable } from "./guest_error.ts";
+import type { VmExit, VmHandle, VmProcess, VmStdio } from "./types.ts";
 
 /** The byte stream the channel runs over (a Deno.Conn, or any duplex with the same shape). */
 export interface ChannelStream {
@@ -46,72 +46,6 @@ export interface ChannelEvents {
 
 /** Largest stdin chunk put into one STDIN frame. */
 const STDIN_CHUNK = 64 * 1024;
-
-/** Builds the GuestConfig for a plan (the guest finds its rootfs as `rootfs` says). */
-export function buildGuestConfig(plan: VmPlan, rootfs: GuestRootfs): GuestConfig {
-  const networks = plan.network.kind === "nics"
-    ? plan.network.nics.map((n) => ({
-      mac: n.mac,
-      dhcp: n.dhcp,
-      addrs: [...n.addrs],
-      defaultRoute: n.defaultRoute,
-      ...(n.gateway4 ? { gateway4: n.gateway4 } : {}),
-    }))
-    : [];
-  return {
-    version: GUEST_PROTOCOL_VERSION,
-    hostname: plan.hostname,
-    rootfs,
-    process: {
-      args: [...plan.process.args],
-      env: [...plan.process.env],
-      cwd: plan.process.cwd,
-      uid: plan.process.uid,
-      gid: plan.process.gid,
-      terminal: plan.process.terminal,
-    },
-    networks: withCtrNetworks(networks, plan.ctrNetworks),
-    ...(plan.dns ? { dns: plan.dns } : {}),
-    dhcpTimeoutMs: 15_000,
-    ...(plan.oci ? { oci: plan.oci } : {}),
-  };
-}
-
-/** Escapes control characters in guest-supplied text (it ends up on the operator's terminal). */
-export function printable(text: unknown): string {
-  return String(text).replace(
-    // deno-lint-ignore no-control-regex
-    /[\u0000-\u0008\u000a-\u001f\u007f-\u009f]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
-}
-
-/** Maps a guest ERROR payload to the VmExit nerdbox reports (distinct status per kind). */
-export function guestErrorExit(err: GuestError): VmExit {
-  const known = typeof err.kind === "string" && Object.hasOwn(GUEST_EXIT, err.kind);
-  const code = Number.isInteger(err.code) && err.code! >= 0 && err.code! <= 255
-    ? err.code!
-    : known
-    ? GUEST_EXIT[err.kind]
-    : 125;
-  return { code, error: `guest init: ${printable(err.kind)}: ${printable(err.message)}` };
-}
-
-/** Thrown by `GuestChannel.exec` when the guest could not start the process (ERROR frame). */
-export class GuestExecError extends Error {
-  /** The status the guest reported (127: not found, 126: not executable). */
-  readonly code: number;
-  /** The guest's error kind (`exec`, or `config` for a process it refused). */
-  readonly kind: string;
-
-  /** Builds the error from the guest's report. */
-  constructor(kind: string, message: string, code: number) {
-    super(message);
-    this.name = "GuestExecError";
-    this.kind = kind;
-    this.code = code;
-  }
-}
 
 /** Options of a GuestChannel. */
 export interface GuestChannelOptions {

@@ -6,7 +6,8 @@
  */
 import { earlyKillExit, endsBootingVm } from "./early_kill.ts";
 import type { ExecTarget } from "../guest_protocol.ts";
-import { buildGuestConfig, channelHandleOps, GuestChannel } from "./channel.ts";
+import { channelHandleOps, GuestChannel } from "./channel.ts";
+import { buildGuestConfig } from "./guest_config.ts";
 import { kvmStatus } from "./plan.ts";
 import { layersGuestRootfs } from "./erofs_layers.ts";
 import { locateLibkrun } from "./libkrun_locate.ts";

@@ -7,7 +7,7 @@
  * The accelerator and probe boot are lib/vm/qemu_accel.ts, the argv lib/vm/qemu_argv.ts.
  */
 import type { VmHandle, VmPlan, VmStdio } from "./types.ts";
-import { buildGuestConfig } from "./channel.ts";
+import { buildGuestConfig } from "./guest_config.ts";
 import { ensureGuestImage } from "./guest_image.ts";
 import { hostTscKhz } from "./kernel.ts";
 import { prepareQemuRootfs } from "./qemu_rootfs.ts";

@@ -7,7 +7,8 @@
 import assert from "node:assert/strict";
 import { guestInitArgv, type LoopRootfs, makeLoopRootfs, makeNetns } from "../helpers/guest_env.ts";
 import type { GuestConfig, GuestProcess } from "../../lib/guest_protocol.ts";
-import { type ChannelProcess, GuestChannel, GuestExecError } from "../../lib/vm/channel.ts";
+import { type ChannelProcess, GuestChannel } from "../../lib/vm/channel.ts";
+import { GuestExecError } from "../../lib/vm/guest_error.ts";
 import type { VmExit } from "../../lib/vm/types.ts";
 
 function proc(args: string[], extra: Partial<GuestProcess> = {}): GuestProcess {

@@ -14,7 +14,8 @@ import {
   type GuestConfig,
   MsgType,
 } from "../../lib/guest_protocol.ts";
-import { GuestChannel, guestErrorExit } from "../../lib/vm/channel.ts";
+import { GuestChannel } from "../../lib/vm/channel.ts";
+import { guestErrorExit } from "../../lib/vm/guest_error.ts";
 import type { VmExit } from "../../lib/vm/types.ts";
 import { childrenOf } from "../helpers/procs.ts";
 

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { startVm } from "../../lib/vm/launch.ts";
-import { GuestExecError } from "../../lib/vm/channel.ts";
+import { GuestExecError } from "../../lib/vm/guest_error.ts";
 import type { VmHandle, VmPlan, VmProcess } from "../../lib/vm/types.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 

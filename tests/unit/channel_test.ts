@@ -13,7 +13,9 @@ import {
   type GuestConfig,
   MsgType,
 } from "../../lib/guest_protocol.ts";
-import { buildGuestConfig, GuestChannel, guestErrorExit } from "../../lib/vm/channel.ts";
+import { GuestChannel } from "../../lib/vm/channel.ts";
+import { guestErrorExit } from "../../lib/vm/guest_error.ts";
+import { buildGuestConfig } from "../../lib/vm/guest_config.ts";
 import type { VmPlan } from "../../lib/vm/types.ts";
 import { parseMac } from "../../lib/spec/mac.ts";
 import { checkSocketPath } from "../../lib/spec/socket_path.ts";

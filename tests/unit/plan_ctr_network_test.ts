@@ -8,7 +8,7 @@ import { buildSandboxSpec, type SandboxInput } from "../../lib/spec/sandbox.ts";
 import { type SandboxSpec, type SpecError, SpecValidationError } from "../../lib/spec/types.ts";
 import { planVm } from "../../lib/vm/plan.ts";
 import { planCtrNetworks, withCtrNetworks } from "../../lib/vm/plan_ctr_network.ts";
-import { buildGuestConfig } from "../../lib/vm/channel.ts";
+import { buildGuestConfig } from "../../lib/vm/guest_config.ts";
 import type { Backend } from "../../lib/vm/types.ts";
 import { parseConfig } from "../../guest/config.ts";
 import { mergeDns, resolvConf } from "../../guest/resolv.ts";
