@@ -10,7 +10,8 @@ import { planVm, resolveBackend } from "../vm/plan.ts";
 import { createRunStateDir, ensureStateRoot, sweepDeadRuns } from "../vm/run_state.ts";
 import { probeVnetHdr } from "../vm/libkrun_calls.ts";
 import type { Backend, VmHandle, VmPlan, VmStdio } from "../vm/types.ts";
-import { attachSpecToCni, type CniSession } from "../net/cni_session.ts";
+import type { CniSession } from "../net/cni_session.ts";
+import { attachSpecToCni } from "./cni_flags.ts";
 import { parseRunFlags, type RunFlags, RunUsageError, usage } from "./run_flags.ts";
 import { dryRun, tryLoadLibkrun } from "./run_dryrun.ts";
 

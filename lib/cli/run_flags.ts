@@ -5,7 +5,7 @@
 import { parseArgs } from "node:util";
 import { KRUN_LOG_LEVEL, type KrunLogLevelName } from "../../ffi/libkrun.ts";
 import type { Accel } from "../vm/types.ts";
-import { CNI_RUN_FLAGS, type CniRunFlags, cniRunFlags } from "../net/cni_session.ts";
+import { CNI_RUN_FLAGS, type CniRunFlags, cniRunFlags } from "./cni_flags.ts";
 
 /**
  * The flag table. Each entry: parseArgs option + help line. Other features add their flags as a

@@ -3,6 +3,7 @@
  * chosen network list (ports → portMappings), bring `lo` up, hand the netns to the VM; teardown
  * kills what is left in the netns, DELs while the netns still exists, deletes it and restores
  * the host objects nerdbox introduced. Teardown is idempotent and also runs on SIGINT/SIGTERM.
+ * The `--cni*` flags that start one are lib/cli/cni_flags.ts.
  */
 import type { PortSpec } from "../spec/types.ts";
 import {
@@ -403,50 +404,6 @@ async function setupSession(opts: CniSessionOptions): Promise<CniSession> {
   };
 }
 
-/** `nerdbox run` flags for CNI, in run.ts's flag-table shape (parseArgs option + help line). */
-export const CNI_RUN_FLAGS = {
-  cni: {
-    type: "boolean",
-    help: "--cni                 create a netns and attach it with the CNI plugins (DEL on exit)",
-  },
-  "cni-conf-dir": {
-    type: "string",
-    help: `--cni-conf-dir DIR    CNI configurations (default ${DEFAULT_CNI_CONF_DIR})`,
-  },
-  "cni-bin-dir": {
-    type: "string",
-    help: `--cni-bin-dir DIRS    CNI plugin dirs, ':'-separated (default ${DEFAULT_CNI_BIN_DIR})`,
-  },
-  "cni-network": {
-    type: "string",
-    help: "--cni-network NAME    CNI network to use (default: the first configuration)",
-  },
-} as const;
-
-/** What `--cni*` flags asked for. */
-export interface CniRunFlags {
-  confDir: string;
-  binDir: string;
-  network?: string;
-}
-
-/** The `--cni*` values from parseArgs output; `cni` is absent without `--cni`. */
-export function cniRunFlags(values: Record<string, unknown>): { cni?: CniRunFlags } {
-  const s = (k: string) => typeof values[k] === "string" ? values[k] as string : undefined;
-  const extra = ["cni-conf-dir", "cni-bin-dir", "cni-network"].filter((k) => s(k) !== undefined);
-  if (values.cni !== true) {
-    if (extra.length > 0) throw new Error(`--${extra[0]} needs --cni`);
-    return {};
-  }
-  return {
-    cni: {
-      confDir: s("cni-conf-dir") ?? DEFAULT_CNI_CONF_DIR,
-      binDir: s("cni-bin-dir") ?? DEFAULT_CNI_BIN_DIR,
-      ...(s("cni-network") !== undefined ? { network: s("cni-network") } : {}),
-    },
-  };
-}
-
 /**
  * Inside the pod netns a published port is served on its container port: portmap DNATs
  * host:hostPort → podIP:guestPort, and the VMM (passt or TSI) forwards guestPort → the guest.
@@ -457,31 +414,4 @@ export function podPorts(ports: PortSpec[]): PortSpec[] {
     guestPort: p.guestPort,
     protocol: p.protocol,
   }));
-}
-
-/**
- * `nerdbox run --cni`: attaches a new netns for `spec` (ports → portMappings) and points the spec
- * at it (`netns`, ports as served inside the pod). The caller tears down in a `finally`.
- */
-export async function attachSpecToCni(
-  spec: { id: string; netns?: string; ports: PortSpec[] },
-  flags: CniRunFlags,
-): Promise<CniSession> {
-  if (spec.netns !== undefined) {
-    throw new Error(
-      `--cni makes its own network namespace; it cannot be combined with --netns or a bundle's ` +
-        `network namespace (${spec.netns})`,
-    );
-  }
-  const session = await startCniSession({
-    id: spec.id,
-    confDir: flags.confDir,
-    binDir: flags.binDir,
-    ...(flags.network !== undefined ? { network: flags.network } : {}),
-    ports: spec.ports,
-    handleSignals: false, // run forwards signals to the workload and tears down in its finally
-  });
-  spec.netns = session.netnsPath;
-  spec.ports = podPorts(spec.ports);
-  return session;
 }

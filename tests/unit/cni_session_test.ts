@@ -1,12 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  attachSpecToCni,
-  CNI_RUN_FLAGS,
-  cniRunFlags,
-  DEFAULT_CNI_BIN_DIR,
-  DEFAULT_CNI_CONF_DIR,
-  podPorts,
-} from "../../lib/net/cni_session.ts";
+import { DEFAULT_CNI_BIN_DIR, DEFAULT_CNI_CONF_DIR, podPorts } from "../../lib/net/cni_session.ts";
+import { attachSpecToCni, CNI_RUN_FLAGS, cniRunFlags } from "../../lib/cli/cni_flags.ts";
 
 Deno.test("cni session: --cni flags and their defaults", () => {
   assert.deepEqual(Object.keys(CNI_RUN_FLAGS), [
