@@ -8,6 +8,7 @@
 import type { Cidr, NetworkSpec, PortSpec, SandboxSpec, SpecError } from "../spec/types.ts";
 import { networkKey } from "../spec/annotations.ts";
 import { generateMac } from "../spec/mac.ts";
+import { formatPort } from "../spec/ports.ts";
 import { socketPath } from "../spec/socket_path.ts";
 import type { NetnsPath } from "../spec/netns_path.ts";
 import { isHostNetns } from "../net/host_netns.ts";
@@ -25,15 +26,6 @@ export interface NetworkPlanInput {
   netns?: NetnsPath;
   /** What the libkrun that will run the plan supports (probed); absent = not checked here. */
   libkrunCaps?: { vnetHdr: boolean };
-}
-
-function portText(p: PortSpec): string {
-  const ip = p.hostIp === undefined
-    ? ""
-    : p.hostIp.includes(":")
-    ? `[${p.hostIp}]:`
-    : `${p.hostIp}:`;
-  return `${ip}${p.hostPort}:${p.guestPort}/${p.protocol}`;
 }
 
 /** The first host address of an IPv4 subnet (network + 1; /31 the network address; /32 none). */
@@ -82,7 +74,7 @@ function tsiPortErrors(ports: PortSpec[]): SpecError[] {
   const errors: SpecError[] = [];
   const guestSeen = new Map<number, PortSpec>();
   for (const p of ports) {
-    const text = portText(p);
+    const text = formatPort(p);
     if (p.hostIp !== undefined) {
       errors.push({
         annotation: PUBLISH,
@@ -109,7 +101,7 @@ function tsiPortErrors(ports: PortSpec[]): SpecError[] {
         field: "",
         value: text,
         message: `${JSON.stringify(text)}: guest port ${p.guestPort} is already published as ` +
-          `${portText(dup)}: libkrun's TSI port map takes each guest port once`,
+          `${formatPort(dup)}: libkrun's TSI port map takes each guest port once`,
       });
     } else guestSeen.set(p.guestPort, p);
   }
@@ -228,7 +220,7 @@ export function planNetwork(
     };
   }
   if (spec.ports.length > 0) {
-    const list = spec.ports.map(portText).join(", ");
+    const list = spec.ports.map(formatPort).join(", ");
     errors.push({
       annotation: PUBLISH,
       field: "",
