@@ -22,7 +22,8 @@ import {
 } from "../../guest/netlink.ts";
 import { parseMac } from "../../guest/ip.ts";
 import { parseMac as specMac } from "../../lib/spec/mac.ts";
-import { inspectAnnotations, renderText } from "../../lib/cli/inspect.ts";
+import { inspectAnnotations } from "../../lib/cli/inspect.ts";
+import { renderText } from "../../lib/cli/inspect_report.ts";
 
 const P = "io.containerd.nerdbox.";
 const MAC0 = specMac("02:00:00:00:00:01"), MAC1 = specMac("02:00:00:00:00:02");
