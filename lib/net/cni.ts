@@ -3,79 +3,30 @@
  * ADD in order with prevResult chaining, CHECK, DEL in reverse with the cached result, a DEL of
  * the whole list after a failed ADD, and the libcni result cache
  * (`/var/lib/cni/results/<network>-<id>-<ifname>`). Plugins run in the host netns with a clean
- * environment: `PATH` (they exec iptables) plus the `CNI_*` variables.
+ * environment: `PATH` (they exec iptables) plus the `CNI_*` variables. The cache is
+ * lib/net/cni_cache.ts, the runtime conf, options and errors lib/net/cni_types.ts.
  */
 import { refuseHostNetns } from "./host_netns.ts";
-import { type CniNetworkList, parseCniConfig, SUPPORTED_CNI_VERSIONS } from "./cni_config.ts";
+import { type CniNetworkList, SUPPORTED_CNI_VERSIONS } from "./cni_config.ts";
+import {
+  type CniOptions,
+  CniPluginError,
+  type CniRuntimeConf,
+  CniRuntimeError,
+} from "./cni_types.ts";
+import {
+  cachePath,
+  type CniCacheEntry,
+  DEFAULT_CNI_CACHE_DIR,
+  listCacheEntries,
+  listFromCache,
+  readCacheEntry,
+  writeCache,
+} from "./cni_cache.ts";
 import { type CniResult, parseCniResult } from "./cni_result.ts";
 
-/** Where libcni keeps its result cache. */
-export const DEFAULT_CNI_CACHE_DIR = "/var/lib/cni/results";
 /** PATH given to plugins (bridge, portmap and firewall exec iptables). */
 export const PLUGIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/** What identifies one attachment of a sandbox to a network. */
-export interface CniRuntimeConf {
-  /** `CNI_CONTAINERID`: `^[A-Za-z0-9][A-Za-z0-9_.-]*$`. */
-  containerId: string;
-  /** `CNI_NETNS`: path of the sandbox netns. */
-  netns: string;
-  /** `CNI_IFNAME`: interface name inside the netns. */
-  ifName: string;
-  /** Extra `CNI_ARGS` pairs; `IgnoreUnknown=1` is always sent first. */
-  args?: [string, string][];
-  /** Runtime values for capabilities, e.g. `{portMappings: [...]}`. */
-  capabilityArgs?: Record<string, unknown>;
-}
-
-/** Where plugins and the cache live. */
-export interface CniOptions {
-  /** Directories searched for plugin binaries, in order (also `CNI_PATH`). */
-  binDirs: string[];
-  /** Result cache directory (default /var/lib/cni/results). */
-  cacheDir?: string;
-  /** Per plugin call (default 60 s); the plugin is killed after it. */
-  timeoutMs?: number;
-}
-
-/** A plugin answered with an error (or not at all). */
-export class CniPluginError extends Error {
-  /** Plugin binary name. */
-  readonly plugin: string;
-  /** CNI_COMMAND. */
-  readonly command: string;
-  /** CNI error code (undefined when the plugin printed no error object). */
-  readonly code?: number;
-  constructor(plugin: string, command: string, message: string, code?: number) {
-    super(`CNI plugin ${plugin} ${command} failed: ${message}`);
-    this.name = "CniPluginError";
-    this.plugin = plugin;
-    this.command = command;
-    this.code = code;
-  }
-}
-
-/** A runtime-side refusal or failure (missing plugin, version, duplicate ADD, cache). */
-export class CniRuntimeError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CniRuntimeError";
-  }
-}
-
-/** One libcni cache entry (`kind: cniCacheV1`). */
-export interface CniCacheEntry {
-  kind: "cniCacheV1";
-  containerId: string;
-  ifName: string;
-  networkName: string;
-  netns: string;
-  /** Base64 of the network list JSON. */
-  config: string;
-  cniArgs: [string, string][];
-  capabilityArgs: Record<string, unknown>;
-  result: Record<string, unknown>;
-}
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const ARG_RE = /^[^;=\0]*$/;
@@ -126,11 +77,6 @@ export async function findPlugin(type: string, binDirs: string[]): Promise<strin
   throw new CniRuntimeError(
     `failed to find plugin ${JSON.stringify(type)} in path [${binDirs.join(" ")}]`,
   );
-}
-
-/** Path of the libcni cache entry of one attachment. */
-export function cachePath(cacheDir: string, network: string, containerId: string, ifName: string) {
-  return `${cacheDir}/${network}-${containerId}-${ifName}`;
 }
 
 interface ExecResult {
@@ -292,72 +238,6 @@ async function runOne(
   return stdout;
 }
 
-/** Reads the cache entry of an attachment, or undefined when there is none. */
-export async function readCacheEntry(
-  opts: CniOptions,
-  network: string,
-  rt: Pick<CniRuntimeConf, "containerId" | "ifName">,
-): Promise<CniCacheEntry | undefined> {
-  const path = cachePath(
-    opts.cacheDir ?? DEFAULT_CNI_CACHE_DIR,
-    network,
-    rt.containerId,
-    rt.ifName,
-  );
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return undefined;
-    throw e;
-  }
-  try {
-    const e = JSON.parse(text) as CniCacheEntry;
-    if (e.kind !== "cniCacheV1" || typeof e.config !== "string") throw new Error("wrong kind");
-    return e;
-  } catch (err) {
-    throw new CniRuntimeError(`CNI cache entry ${path} is corrupt: ${(err as Error).message}`);
-  }
-}
-
-/** The network list stored in a cache entry. */
-export function listFromCache(entry: CniCacheEntry, path = "cache"): CniNetworkList {
-  const bin = atob(entry.config);
-  const bytes = Uint8Array.from(bin, (c) => c.charCodeAt(0));
-  return parseCniConfig(new TextDecoder().decode(bytes), `${path}.conflist`);
-}
-
-function b64(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += String.fromCharCode(b);
-  return btoa(s);
-}
-
-async function writeCache(
-  opts: CniOptions,
-  list: CniNetworkList,
-  rt: CniRuntimeConf,
-  result: Record<string, unknown>,
-): Promise<void> {
-  const dir = opts.cacheDir ?? DEFAULT_CNI_CACHE_DIR;
-  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const entry: CniCacheEntry = {
-    kind: "cniCacheV1",
-    containerId: rt.containerId,
-    ifName: rt.ifName,
-    networkName: list.name,
-    netns: rt.netns,
-    config: b64(list.bytes),
-    cniArgs: [["IgnoreUnknown", "1"], ...(rt.args ?? [])],
-    capabilityArgs: rt.capabilityArgs ?? {},
-    result,
-  };
-  const path = cachePath(dir, list.name, rt.containerId, rt.ifName);
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  await Deno.writeTextFile(tmp, JSON.stringify(entry), { mode: 0o600 });
-  await Deno.rename(tmp, path);
-}
-
 /**
  * Attaches: refuses a duplicate (cached) attachment, VERSION-checks all plugins, ADDs in order
  * chaining prevResult, caches the final result. On a failed ADD the whole list is DELeted (in
@@ -487,30 +367,6 @@ export async function checkNetworkList(
   for (let i = 0; i < list.plugins.length; i++) {
     await runOne("CHECK", list, i, effective, opts, entry.result);
   }
-}
-
-/** Every cache entry in the cache dir (corrupt files are reported, not fatal). */
-export async function listCacheEntries(
-  opts: CniOptions,
-): Promise<{ entries: { path: string; entry: CniCacheEntry }[]; errors: string[] }> {
-  const dir = opts.cacheDir ?? DEFAULT_CNI_CACHE_DIR;
-  const entries: { path: string; entry: CniCacheEntry }[] = [];
-  const errors: string[] = [];
-  try {
-    for await (const e of Deno.readDir(dir)) {
-      if (!e.isFile || e.name.includes(".tmp-")) continue;
-      const path = `${dir}/${e.name}`;
-      try {
-        const entry = JSON.parse(await Deno.readTextFile(path)) as CniCacheEntry;
-        if (entry.kind === "cniCacheV1") entries.push({ path, entry });
-      } catch (err) {
-        errors.push(`${path}: ${(err as Error).message}`);
-      }
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  return { entries, errors };
 }
 
 /**

@@ -6,14 +6,9 @@
  * The `--cni*` flags that start one are lib/cli/cni_flags.ts.
  */
 import type { PortSpec } from "../spec/types.ts";
-import {
-  addNetworkList,
-  type CniOptions,
-  delNetworkList,
-  gcCachedAttachments,
-  listFromCache,
-  readCacheEntry,
-} from "./cni.ts";
+import { addNetworkList, delNetworkList, gcCachedAttachments } from "./cni.ts";
+import { listFromCache, readCacheEntry } from "./cni_cache.ts";
+import type { CniOptions } from "./cni_types.ts";
 import { type CniNetworkList, parseCniConfig, pickCniNetwork } from "./cni_config.ts";
 import { cleanupHost, recordHostBaseline } from "./cni_host_cleanup.ts";
 import { type CniResult, podAddresses } from "./cni_result.ts";
