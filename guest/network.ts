@@ -8,7 +8,8 @@ import type { GuestErrorKind, GuestNetwork, GuestNetworkReport } from "../lib/gu
 import { DhcpClient, DhcpTimeoutError } from "./dhcp_client.ts";
 import type { Lease } from "./dhcp.ts";
 import { type Cidr, contains, formatIp, parseCidr, parseIPv4, parseIPv6, parseMac } from "./ip.ts";
-import { type Link, Rtnl } from "./netlink.ts";
+import type { Link } from "./netlink.ts";
+import { Rtnl } from "./rtnl.ts";
 
 /** A setup failure with the GuestErrorKind it maps to. */
 export class NetworkError extends Error {

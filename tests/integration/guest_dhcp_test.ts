@@ -113,7 +113,7 @@ Deno.test("guest dhcp: the client gets, renews and releases a lease from udhcpd"
     await Deno.writeTextFile(
       script,
       `
-      import { Rtnl } from "${ROOT}guest/netlink.ts";
+      import { Rtnl } from "${ROOT}guest/rtnl.ts";
       import { parseMac } from "${ROOT}guest/ip.ts";
       import { DhcpClient } from "${ROOT}guest/dhcp_client.ts";
       const r = new Rtnl();
