@@ -3,6 +3,8 @@
  * a dev-mode process on the host (`--channel SOCK [--config FILE] [--work-dir DIR]`). Says HELLO,
  * takes CONFIG, configures the network, mounts the rootfs, chroots, runs the workload, reports
  * its exit status and ends the VM. All modules are imported statically: nothing loads after chroot.
+ * One file over ~400 lines: PID 1's state (process table, pending frames, channel) is module-level
+ * and shared by the frame router, exec, the host-gone path and the shutdown.
  */
 import * as c from "./libc.ts";
 import { Channel } from "./channel.ts";

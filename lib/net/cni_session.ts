@@ -3,7 +3,8 @@
  * chosen network list (ports → portMappings), bring `lo` up, hand the netns to the VM; teardown
  * kills what is left in the netns, DELs while the netns still exists, deletes it and restores
  * the host objects nerdbox introduced. Teardown is idempotent and also runs on SIGINT/SIGTERM.
- * The `--cni*` flags that start one are lib/cli/cni_flags.ts.
+ * The `--cni*` flags that start one are lib/cli/cni_flags.ts. One file over ~400 lines: start,
+ * teardown and the crash GC share one owner record and one netns naming.
  */
 import type { PortSpec } from "../spec/types.ts";
 import { addNetworkList, delNetworkList, gcCachedAttachments } from "./cni.ts";

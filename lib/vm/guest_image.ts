@@ -3,6 +3,7 @@
  * libraries, the guest program from this checkout (bundled to one JS file), the Debian cloud
  * kernel (as a PVH `vmlinux`) and its modules. Built once per set of inputs, cached by a content
  * hash under NERDBOX_CACHE_DIR (default /var/lib/nerdbox/cache), published by an atomic rename.
+ * One file over ~400 lines: one build behind one cache key, and every input it hashes is read here.
  */
 import { type CpioEntry, encodeCpio, parentDirs } from "./initramfs.ts";
 import {
