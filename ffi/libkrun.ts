@@ -5,7 +5,7 @@
  * bytes (lib/spec/mac.ts parses the text once; this layer takes the bytes),
  * one logger per process) and turns a negative return into a KrunError naming the call, the errno
  * and the arguments. Only parameters the header documents as optional are ever passed as NULL.
- * One file over ~400 lines: one C API, one symbol table and the one wrapper whose methods mirror it.
+ * One file over ~400 lines: one C API, one symbol table, one wrapper whose methods mirror it.
  */
 
 /** The libkrun symbols nerdbox uses (all exist in libkrun.so.1.16.0 as shipped by boxlite). */

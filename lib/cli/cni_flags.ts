@@ -1,7 +1,7 @@
 /**
  * `nerdbox run`'s `--cni*` flags: their table (parseArgs options + help lines), their parser into
- * CniRunFlags, and `attachSpecToCni`, which starts the CNI session (lib/net/cni_session.ts) they ask
- * for and points the spec at it.
+ * CniRunFlags, and `attachSpecToCni`, which starts the CNI session (lib/net/cni_session.ts) they
+ * ask for and points the spec at it.
  */
 import type { PortSpec } from "../spec/types.ts";
 import {
