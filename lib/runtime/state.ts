@@ -6,6 +6,7 @@
  */
 import { RUN_STATE_ROOT } from "../cli/run.ts";
 import { isAlive, type ProcRef } from "../vm/run_state.ts";
+import { SUN_PATH_MAX } from "../spec/socket_path.ts";
 
 /** Default `--root`: beside the run state dirs, never swept by them (it has no owner.json). */
 export const RUNTIME_STATE_ROOT = `${RUN_STATE_ROOT}/runtime`;
@@ -95,7 +96,7 @@ export interface SandboxPaths {
   log: string;
 }
 
-/** Where control sockets go whose path under the root would not fit `sun_path` (107 bytes). */
+/** Where control sockets go whose path under the root would not fit `sun_path` (SUN_PATH_MAX bytes). */
 export const LONG_PATH_SOCKETS = `${RUN_STATE_ROOT}/runtime-ctl`;
 
 function fnv1a64(text: string): string {
@@ -114,7 +115,7 @@ function fnv1a64(text: string): string {
 export function sandboxPaths(root: string, id: string): SandboxPaths {
   const dir = `${root}/${id}`;
   let control = `${dir}/ctl.sock`;
-  if (new TextEncoder().encode(control).length > 107) {
+  if (new TextEncoder().encode(control).length > SUN_PATH_MAX) {
     control = `${LONG_PATH_SOCKETS}/${fnv1a64(dir)}.sock`;
   }
   return { dir, state: `${dir}/state.json`, control, log: `${dir}/log` };

@@ -4,21 +4,21 @@
  * one daemon serves many containers.
  */
 
+import { SUN_PATH_MAX } from "../spec/socket_path.ts";
+
 /** Directory of shim sockets (the runc shim hard-codes the same). */
 export const SOCKET_DIR = "/run/containerd/s";
 /** Annotation that groups the containers of one pod into one daemon. */
 export const SANDBOX_ANNOTATION = "io.kubernetes.cri.sandbox-id";
 /** Annotation that names a group explicitly (as `io.containerd.runc.v2.group` does for runc). */
 export const GROUP_ANNOTATION = "io.containerd.nerdbox.group";
-/** Longest UNIX socket path (sun_path holds 108 bytes with the NUL). */
-export const MAX_SOCKET_PATH = 107;
 
 /** The daemon group a container belongs to, from its annotations. */
 export function groupOf(annotations: Record<string, string>): string {
   return annotations[GROUP_ANNOTATION] || annotations[SANDBOX_ANNOTATION] || "nerdbox";
 }
 
-/** Socket path for (containerd address, namespace, group); always ≤ 107 bytes. */
+/** Socket path for (containerd address, namespace, group); always ≤ SUN_PATH_MAX bytes. */
 export async function socketPath(
   address: string,
   namespace: string,

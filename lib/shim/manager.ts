@@ -4,7 +4,8 @@
  * a daemon is still alive. `start` re-uses the group's running daemon or spawns one detached from
  * its own stdio, writes `<bundle>/address` and prints the address — and nothing else — on stdout.
  */
-import { bundleAnnotations, groupOf, MAX_SOCKET_PATH, socketPath } from "./address.ts";
+import { bundleAnnotations, groupOf, socketPath } from "./address.ts";
+import { SUN_PATH_MAX } from "../spec/socket_path.ts";
 import type { ShimFlags } from "./flags.ts";
 import { unmountAll } from "./mounts.ts";
 import {
@@ -102,8 +103,8 @@ export async function start(flags: ShimFlags): Promise<string> {
   const options = await readStdinOptions();
   const group = groupOf(await bundleAnnotations(bundle));
   const socket = await socketPath(flags.address, flags.namespace, group);
-  if (socket.length > MAX_SOCKET_PATH) {
-    throw new Error(`socket path ${socket} longer than ${MAX_SOCKET_PATH} bytes`);
+  if (socket.length > SUN_PATH_MAX) {
+    throw new Error(`socket path ${socket} longer than ${SUN_PATH_MAX} bytes`);
   }
   const runDir = runDirFor(socket);
   const lock = await lockSockets();

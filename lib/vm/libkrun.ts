@@ -17,6 +17,8 @@ import type { VmExit, VmHandle, VmPlan, VmProcess, VmStdio } from "./types.ts";
 import { type GuestExec, ROOTFS_TAG } from "./libkrun_calls.ts";
 import { bootTimeoutOverride } from "./boot_timeout.ts";
 import { VMM_REQUEST_VERSION, type VmmRequest } from "./vmm_request.ts";
+import { SUN_PATH_MAX } from "../spec/socket_path.ts";
+import { errnoText, libc } from "../../ffi/libc.ts";
 
 /** How long the guest init may take to say HELLO after the VMM starts (ms). */
 export const BOOT_TIMEOUT_MS = 60_000;
@@ -30,29 +32,8 @@ export const STOP_BEFORE_START_ENV = "NERDBOX_VMM_STOP_BEFORE_START";
 
 // ---- unix sockets as raw fds (libkrun takes fds; Deno does not expose them) ----
 
-const LIBC = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
-  getppid: { parameters: [], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-  strerror: { parameters: ["i32"], result: "pointer" },
-} as const satisfies Deno.ForeignLibraryInterface;
-
-let libc: Deno.DynamicLibrary<typeof LIBC> | undefined;
-function c(): Deno.DynamicLibrary<typeof LIBC>["symbols"] {
-  libc ??= Deno.dlopen("libc.so.6", LIBC);
-  return libc.symbols;
-}
-
-function errnoText(): string {
-  const p = c().__errno_location();
-  const errno = p ? new Deno.UnsafePointerView(p).getInt32() : 0;
-  const s = c().strerror(errno);
-  return `${s ? Deno.UnsafePointerView.getCString(s) : "unknown error"} (errno ${errno})`;
-}
+/** libc, shared with the rest of the program (ffi/libc.ts). */
+const c = libc;
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -61,8 +42,10 @@ const SOCK_CLOEXEC = 0o2000000;
 /** Connects a unix stream socket to `path` and returns its raw fd (close with closeFd). */
 export function connectUnixFd(path: string): number {
   const bytes = new TextEncoder().encode(path);
-  if (bytes.length > 107 || bytes.includes(0)) {
-    throw new Error(`socket path ${JSON.stringify(path)} must be 1-107 bytes without NUL`);
+  if (bytes.length > SUN_PATH_MAX || bytes.includes(0)) {
+    throw new Error(
+      `socket path ${JSON.stringify(path)} must be 1-${SUN_PATH_MAX} bytes without NUL`,
+    );
   }
   const addr = new Uint8Array(110);
   new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
