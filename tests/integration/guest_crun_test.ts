@@ -188,7 +188,7 @@ Deno.test("crun in the QEMU guest applies the OCI spec: capabilities, seccomp, N
       line(/Read-only file system\nprocsys-refused/); // readonly path
       line(/no-data/); // the host bind mount was left out
       assert.ok(
-        vm.logs.some((l) => l.includes("host bind mounts not shared into the VM yet: /data")),
+        vm.logs.some((l) => l.includes("mounts not in the VM's volume share, left out: /data")),
         vm.logs.join("\n"),
       );
 
