@@ -4,8 +4,6 @@
  * one daemon serves many containers.
  */
 
-import { SUN_PATH_MAX } from "../spec/socket_path.ts";
-
 /** Directory of shim sockets (the runc shim hard-codes the same). */
 export const SOCKET_DIR = "/run/containerd/s";
 /** Annotation that groups the containers of one pod into one daemon. */
@@ -18,7 +16,7 @@ export function groupOf(annotations: Record<string, string>): string {
   return annotations[GROUP_ANNOTATION] || annotations[SANDBOX_ANNOTATION] || "nerdbox";
 }
 
-/** Socket path for (containerd address, namespace, group); always ≤ SUN_PATH_MAX bytes. */
+/** Socket path for (containerd address, namespace, group); always ≤ SUN_PATH_MAX (lib/spec/socket_path.ts) bytes. */
 export async function socketPath(
   address: string,
   namespace: string,
