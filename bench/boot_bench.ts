@@ -13,6 +13,7 @@ import { hostTscKhz } from "../lib/vm/kernel.ts";
 import { qemuArgv, qemuBinary, startQemuVm } from "../lib/vm/qemu.ts";
 import { makeBusyboxRootfs } from "../lib/vm/busybox_rootfs.ts";
 import type { VmPlan } from "../lib/vm/types.ts";
+import { reportEntry } from "./report_entry.ts";
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -158,15 +159,4 @@ export async function bootBench(rounds = 3): Promise<string> {
   }
 }
 
-if (import.meta.main) {
-  console.log(await bootBench(Number(Deno.args[0] ?? 3)));
-} else if (typeof Deno.bench === "function") {
-  let report: string | undefined;
-  Deno.bench(
-    { name: "boot report printed below (this row times nothing)", n: 1, warmup: 0 },
-    async () => {
-      report ??= await bootBench(Number(Deno.env.get("BOOT_BENCH_ROUNDS") ?? 3));
-    },
-  );
-  globalThis.addEventListener("unload", () => report && console.log(report));
-}
+await reportEntry(import.meta, "boot", "BOOT_BENCH_ROUNDS", bootBench);

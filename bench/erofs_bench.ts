@@ -13,6 +13,7 @@ import { TaskService } from "../lib/shim/task_service.ts";
 import { EventPublisher } from "../lib/shim/events.ts";
 import * as pb from "../lib/shim/proto/gen/containerd/shim_pb.ts";
 import { startVm } from "../lib/vm/launch.ts";
+import { reportEntry } from "./report_entry.ts";
 
 const GIB = 1024 ** 3;
 
@@ -164,15 +165,4 @@ export async function erofsBench(rounds = 3): Promise<string> {
   }
 }
 
-if (import.meta.main) {
-  console.log(await erofsBench(Number(Deno.args[0] ?? 3)));
-} else if (typeof Deno.bench === "function") {
-  let report: string | undefined;
-  Deno.bench(
-    { name: "erofs report printed below (this row times nothing)", n: 1, warmup: 0 },
-    async () => {
-      report ??= await erofsBench(Number(Deno.env.get("EROFS_BENCH_ROUNDS") ?? 3));
-    },
-  );
-  globalThis.addEventListener("unload", () => report && console.log(report));
-}
+await reportEntry(import.meta, "erofs", "EROFS_BENCH_ROUNDS", erofsBench);

@@ -7,6 +7,7 @@
  * case; or directly: `bin/deno run -A bench/rootfs_size_bench.ts [rounds]`.
  */
 import { makeBusyboxRootfs } from "../lib/vm/busybox_rootfs.ts";
+import { reportEntry } from "./report_entry.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const NERDBOX = `${ROOT}bin/nerdbox`;
@@ -101,15 +102,4 @@ export async function rootfsSizeBench(rounds = 3): Promise<string> {
   }
 }
 
-if (import.meta.main) {
-  console.log(await rootfsSizeBench(Number(Deno.args[0] ?? 3)));
-} else if (typeof Deno.bench === "function") {
-  let report: string | undefined;
-  Deno.bench(
-    { name: "rootfs size report printed below (this row times nothing)", n: 1, warmup: 0 },
-    async () => {
-      report ??= await rootfsSizeBench(Number(Deno.env.get("ROOTFS_BENCH_ROUNDS") ?? 3));
-    },
-  );
-  globalThis.addEventListener("unload", () => report && console.log(report));
-}
+await reportEntry(import.meta, "rootfs size", "ROOTFS_BENCH_ROUNDS", rootfsSizeBench);
