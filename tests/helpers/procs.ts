@@ -69,3 +69,45 @@ export async function deadProcRef(): Promise<ProcRef> {
   await c.status;
   return ref;
 }
+
+/** A process and the share of one core it used over a sample. */
+export interface BusyProcess {
+  pid: number;
+  /** Percent of one core (100 = one core busy the whole sample). */
+  cpu: number;
+  cmdline: string;
+}
+
+/** CPU ticks (user + system) a process has used; undefined when gone. */
+async function cpuTicks(pid: number): Promise<number | undefined> {
+  const f = await procStat(pid);
+  // After the command name: state(3) ppid … utime(14) stime(15) → indexes 11 and 12.
+  return f === undefined ? undefined : Number(f[11]) + Number(f[12]);
+}
+
+/**
+ * Processes (but this one and `exclude`) that used at least `minCpu` percent of a core over
+ * `sampleMs`, busiest first: what else is loading the host.
+ */
+export async function busyProcesses(
+  sampleMs = 2000,
+  minCpu = 20,
+  exclude: number[] = [],
+): Promise<BusyProcess[]> {
+  const hz = 100; // USER_HZ on Linux
+  const before = new Map<number, { ticks: number; cmdline: string }>();
+  for (const p of await listProcesses()) {
+    const ticks = await cpuTicks(p.pid);
+    if (ticks !== undefined) before.set(p.pid, { ticks, cmdline: p.cmdline });
+  }
+  await new Promise((r) => setTimeout(r, sampleMs));
+  const out: BusyProcess[] = [];
+  for (const [pid, b] of before) {
+    if (exclude.includes(pid)) continue;
+    const ticks = await cpuTicks(pid);
+    if (ticks === undefined) continue;
+    const cpu = ((ticks - b.ticks) / hz) / (sampleMs / 1000) * 100;
+    if (cpu >= minCpu) out.push({ pid, cpu: Math.round(cpu), cmdline: b.cmdline.slice(0, 160) });
+  }
+  return out.sort((a, b) => b.cpu - a.cpu);
+}

@@ -13,6 +13,7 @@ import {
   NESTED_CACHE_DIR,
   type NestedKernel,
 } from "../../scripts/setup_nested.ts";
+import { busyProcesses } from "../helpers/procs.ts";
 
 /** Modules stage-1 loads, in order, to reach the 9p root and its overlay. */
 export const STAGE1_MODULES = [
@@ -204,13 +205,17 @@ export function isKernelLine(line: string): boolean {
   return /^\s*\[\s*\d+\.\d+\]/.test(line);
 }
 
+/** A soft lockup this long is a wedge; shorter ones (a starved TCG vCPU) can pass. */
+export const WEDGE_LOCKUP_S = 150;
+
 /**
- * The wedge a kernel line reports, if any: a soft lockup of ≥ 60 s (seen under TCG when the
- * nested guest's vCPU and kvm-pit threads spin; L1 does not recover from it).
+ * The wedge a kernel line reports, if any: a soft lockup of ≥ WEDGE_LOCKUP_S (seen under TCG
+ * when the nested guest's vCPU and kvm-pit threads spin; L1 did not recover from one of 809 s).
+ * The kernel repeats the report while the CPU stays stuck, with the time so far.
  */
 export function l1Wedge(line: string): string | undefined {
   const m = line.match(/soft lockup - CPU#\d+ stuck for (\d+)s! \[([^\]]*)\]/);
-  if (!m || Number(m[1]) < 60) return undefined;
+  if (!m || Number(m[1]) < WEDGE_LOCKUP_S) return undefined;
   return `L1 kernel: soft lockup, CPU stuck for ${m[1]} s in ${m[2]}`;
 }
 
@@ -294,4 +299,28 @@ export async function runInL1(opts: L1Options): Promise<L1Result> {
     console: consoleText,
     wallMs,
   };
+}
+
+/** Other processes keeping a host core at least half busy, as one line ("" when none). */
+export async function hostLoad(): Promise<string> {
+  const busy = await busyProcesses(3000, 50);
+  return busy.map((p) => `${p.pid} ${p.cpu}% ${p.cmdline || "(kernel thread)"}`).join("; ");
+}
+
+/**
+ * Waits until no other process keeps a host core busy, at most `maxMs`, saying who does: L1
+ * under TCG on a starved host has wedged in soft lockups.
+ */
+export async function waitForQuietHost(maxMs = 180_000): Promise<void> {
+  const deadline = Date.now() + maxMs;
+  for (;;) {
+    const load = await hostLoad();
+    if (load === "") return;
+    if (Date.now() >= deadline) {
+      console.log(`nested: host still busy, booting L1 anyway: ${load}`);
+      return;
+    }
+    console.log(`nested: host busy, waiting before L1 boots: ${load}`);
+    await new Promise((r) => setTimeout(r, 10_000));
+  }
 }

@@ -10,7 +10,7 @@
  * NERDBOX_NESTED_CASES=basic,tsi runs only the case files whose names contain those words.
  */
 import assert from "node:assert/strict";
-import { CHECKOUT, L1_IO, runInL1 } from "./l1.ts";
+import { CHECKOUT, hostLoad, L1_IO, runInL1, waitForQuietHost } from "./l1.ts";
 import { NESTED_CACHE_DIR } from "../../scripts/setup_nested.ts";
 import { guestKvm, LIBKRUN_TEST_BOOT_TIMEOUT_MS } from "../helpers/kvm_guests.ts";
 import { failedJunit, junitCounts, mergeJunit } from "./junit.ts";
@@ -29,7 +29,7 @@ export function selectedCases(filter = Deno.env.get("NERDBOX_NESTED_CASES") ?? "
 }
 
 /** How many times a case file may wedge L1 before it counts as failed. */
-const ATTEMPTS = 2;
+const ATTEMPTS = 3;
 
 /** The L1 script: each case file in its own test run, its junit and a done mark on the share. */
 function l1Script(files: string[], io: string, bench: boolean): string {
@@ -74,6 +74,7 @@ Deno.test({
       const rel = `runs/last/boot${boot}`;
       const runDir = `${NESTED_CACHE_DIR}/${rel}`;
       const io = `${L1_IO}/${rel}`;
+      await waitForQuietHost();
       const r = await runInL1({
         runDir,
         script: l1Script(pending, io, bench && pending.length === cases.length),
@@ -85,6 +86,7 @@ Deno.test({
         },
         timeoutMs: 40 * 60_000,
       });
+      await Deno.writeTextFile(`${runDir}/console.log`, r.console);
       const tail = r.console.split("\n").slice(-30).join("\n");
       const wall = ((performance.now() - started) / 1000).toFixed(0);
       assert.ok(!r.timedOut, `L1 did not power off in time (${wall} s):\n${tail}`);
@@ -109,6 +111,7 @@ Deno.test({
           const n = (attempts.get(f) ?? 0) + 1;
           attempts.set(f, n);
           console.log(`nested: L1 boot ${boot} wedged in ${f} (try ${n}): ${r.wedged}`);
+          console.log(`nested: host load after the wedge: ${(await hostLoad()) || "none"}`);
           if (n >= ATTEMPTS) {
             reports.push(failedJunit(f, "case file", `L1 wedged ${n} times: ${r.wedged}`));
             continue;
