@@ -8,7 +8,7 @@ import {
   type GuestVolumeMount,
   type GuestVolumes,
 } from "../lib/guest_protocol.ts";
-import { parseCidr, parseIPv4, parseIPv6, parseMac } from "./ip.ts";
+import { type Cidr, parseCidr, parseIPv4, parseIPv6, parseMac } from "./ip.ts";
 
 /** A bad GuestConfig (GuestErrorKind "config"). */
 export class ConfigError extends Error {
@@ -90,65 +90,66 @@ export function parseProcess(v: unknown, path = "process."): GuestProcess {
   };
 }
 
-function network(v: unknown, i: number): GuestNetwork {
+/** A network as the guest uses it: what the host sent, and its values parsed once, here. */
+export interface GuestNic {
+  /** The fields as sent (MACs lower-cased): for reports and messages. */
+  sent: GuestNetwork;
+  /** The MAC the NIC has when the VM starts. */
+  mac: Uint8Array<ArrayBuffer>;
+  /** The MAC to give it (ctr.network `mac`), if any. */
+  setMac?: Uint8Array<ArrayBuffer>;
+  addrs: Cidr[];
+  gateway4?: Uint8Array<ArrayBuffer>;
+  gateway6?: Uint8Array<ArrayBuffer>;
+}
+
+/** `parse(value)`, or a ConfigError naming `field` and saying what was `expected`. */
+function parsed<T>(parse: (s: string) => T, value: string, field: string, expected: string): T {
+  try {
+    return parse(value);
+  } catch {
+    throw new ConfigError(field, value, expected);
+  }
+}
+
+const MAC_TEXT = "a MAC aa:bb:cc:dd:ee:ff";
+
+/** Parses one of CONFIG's `networks`; errors name the field. */
+export function parseNetwork(v: unknown, i: number): GuestNic {
   const p = `networks[${i}].`;
   if (!isObj(v)) throw new ConfigError(`networks[${i}]`, v, "an object");
-  const mac = str(v, "mac", p).toLowerCase();
-  try {
-    parseMac(mac);
-  } catch {
-    throw new ConfigError(`${p}mac`, v.mac, "a MAC aa:bb:cc:dd:ee:ff");
-  }
-  const addrs = strs(v, "addrs", p);
-  addrs.forEach((a, j) => {
-    try {
-      parseCidr(a);
-    } catch {
-      throw new ConfigError(`${p}addrs[${j}]`, a, "an ADDRESS/PREFIX");
-    }
-  });
-  const out: GuestNetwork = {
-    mac,
+  const sent: GuestNetwork = {
+    mac: str(v, "mac", p).toLowerCase(),
     dhcp: bool(v, "dhcp", p),
-    addrs,
+    addrs: strs(v, "addrs", p),
     defaultRoute: bool(v, "defaultRoute", p),
   };
+  const nic: GuestNic = {
+    sent,
+    mac: parsed(parseMac, sent.mac, `${p}mac`, MAC_TEXT),
+    addrs: sent.addrs.map((a, j) => parsed(parseCidr, a, `${p}addrs[${j}]`, "an ADDRESS/PREFIX")),
+  };
   if (v.gateway4 !== undefined) {
-    const gw = str(v, "gateway4", p);
-    try {
-      parseIPv4(gw);
-    } catch {
-      throw new ConfigError(`${p}gateway4`, gw, "an IPv4 address");
-    }
-    out.gateway4 = gw;
+    sent.gateway4 = str(v, "gateway4", p);
+    nic.gateway4 = parsed(parseIPv4, sent.gateway4, `${p}gateway4`, "an IPv4 address");
   }
-  if (v.mtu !== undefined) out.mtu = int(v, "mtu", p, 68, 65535);
+  if (v.mtu !== undefined) sent.mtu = int(v, "mtu", p, 68, 65535);
   if (v.ifname !== undefined) {
     const name = str(v, "ifname", p);
     if (!validIfname(name)) {
       throw new ConfigError(`${p}ifname`, name, "an interface name (1-15 bytes, one %d at most)");
     }
-    out.ifname = name;
+    sent.ifname = name;
   }
   if (v.setMac !== undefined) {
-    const m = str(v, "setMac", p).toLowerCase();
-    try {
-      parseMac(m);
-    } catch {
-      throw new ConfigError(`${p}setMac`, v.setMac, "a MAC aa:bb:cc:dd:ee:ff");
-    }
-    out.setMac = m;
+    sent.setMac = str(v, "setMac", p).toLowerCase();
+    nic.setMac = parsed(parseMac, sent.setMac, `${p}setMac`, MAC_TEXT);
   }
   if (v.gateway6 !== undefined) {
-    const gw = str(v, "gateway6", p);
-    try {
-      parseIPv6(gw);
-    } catch {
-      throw new ConfigError(`${p}gateway6`, gw, "an IPv6 address");
-    }
-    out.gateway6 = gw;
+    sent.gateway6 = str(v, "gateway6", p);
+    nic.gateway6 = parsed(parseIPv6, sent.gateway6, `${p}gateway6`, "an IPv6 address");
   }
-  return out;
+  return nic;
 }
 
 /** An interface name as the kernel's dev_valid_name takes it, `%` only as one `%d`. */
@@ -197,8 +198,11 @@ export function parseVolumes(v: unknown): GuestVolumes {
   return { tag: v.tag, mounts };
 }
 
+/** CONFIG as the guest uses it: GuestConfig with its networks parsed (GuestNic). */
+export type GuestSetup = Omit<GuestConfig, "networks"> & { networks: GuestNic[] };
+
 /** Parses the CONFIG payload text. */
-export function parseConfig(text: string): GuestConfig {
+export function parseConfig(text: string): GuestSetup {
   let v: unknown;
   try {
     v = JSON.parse(text);
@@ -214,12 +218,12 @@ export function parseConfig(text: string): GuestConfig {
     throw new ConfigError("version", v.version, `${GUEST_PROTOCOL_VERSION}`);
   }
   if (!Array.isArray(v.networks)) throw new ConfigError("networks", v.networks, "an array");
-  const cfg: GuestConfig = {
+  const cfg: GuestSetup = {
     version: GUEST_PROTOCOL_VERSION,
     hostname: str(v, "hostname", ""),
     rootfs: rootfs(v.rootfs),
     process: parseProcess(v.process),
-    networks: v.networks.map(network),
+    networks: v.networks.map(parseNetwork),
     dhcpTimeoutMs: int(v, "dhcpTimeoutMs", "", 1, 3_600_000),
   };
   if (v.dns !== undefined) {

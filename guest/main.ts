@@ -8,7 +8,7 @@
  */
 import * as c from "./libc.ts";
 import { Channel } from "./channel.ts";
-import { ConfigError, parseConfig, parseProcess } from "./config.ts";
+import { ConfigError, type GuestSetup, parseConfig, parseProcess } from "./config.ts";
 import {
   ensureBaseMounts,
   installEtcFiles,
@@ -36,7 +36,6 @@ import {
   type Frame,
   GUEST_EXIT,
   GUEST_PROTOCOL_VERSION,
-  type GuestConfig,
   type GuestError,
   type GuestErrorKind,
   MsgType,
@@ -321,7 +320,7 @@ async function main(): Promise<never> {
   mark("channel");
   await channel.sendJson(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION });
 
-  let cfg: GuestConfig;
+  let cfg: GuestSetup;
   try {
     cfg = parseConfig(await configText);
   } catch (err) {

@@ -4,10 +4,11 @@
  * static addresses, runs DHCP where asked, installs the default route through the first
  * default-route network only (and an IPv6 one where `gateway6` says), and reports what it made.
  */
-import type { GuestErrorKind, GuestNetwork, GuestNetworkReport } from "../lib/guest_protocol.ts";
+import type { GuestErrorKind, GuestNetworkReport } from "../lib/guest_protocol.ts";
+import type { GuestNic } from "./config.ts";
 import { DhcpClient, DhcpTimeoutError } from "./dhcp_client.ts";
 import type { Lease } from "./dhcp.ts";
-import { type Cidr, contains, formatIp, parseCidr, parseIPv4, parseIPv6, parseMac } from "./ip.ts";
+import { type Cidr, contains, formatIp, formatMac, parseIPv4 } from "./ip.ts";
 import type { Link } from "./netlink.ts";
 import { Rtnl } from "./rtnl.ts";
 
@@ -40,11 +41,16 @@ export interface NetworkOptions {
 }
 
 /** Polls the link list until every MAC is present; throws mac_not_found naming the missing ones. */
-export async function findLinks(rtnl: Rtnl, macs: string[], timeoutMs: number): Promise<Link[]> {
+export async function findLinks(
+  rtnl: Rtnl,
+  macBytes: Uint8Array[],
+  timeoutMs: number,
+): Promise<Link[]> {
   const deadline = Date.now() + timeoutMs;
+  const macs = macBytes.map(formatMac);
   for (;;) {
     const links = rtnl.links();
-    const found = macs.map((m) => links.find((l) => l.mac === m.toLowerCase()));
+    const found = macs.map((m) => links.find((l) => l.mac === m));
     if (found.every((l) => l)) return found as Link[];
     if (Date.now() >= deadline) {
       const missing = macs.filter((_, i) => !found[i]);
@@ -65,20 +71,20 @@ export async function findLinks(rtnl: Rtnl, macs: string[], timeoutMs: number): 
  * each NIC to be renamed first gets a temporary name, so that names may be passed between NICs,
  * then its own (`%d` filled in by the kernel). Returns `links` as they are now.
  */
-export function renameLinks(rtnl: Rtnl, networks: GuestNetwork[], links: Link[]): Link[] {
+export function renameLinks(rtnl: Rtnl, networks: GuestNic[], links: Link[]): Link[] {
   const changing = networks.flatMap((n, i) =>
-    n.ifname !== undefined || n.setMac !== undefined ? [{ n, l: links[i] }] : []
+    n.sent.ifname !== undefined || n.setMac !== undefined ? [{ n, l: links[i] }] : []
   );
   if (changing.length === 0) return links;
   for (const { n, l } of changing) {
     if (l.up) rtnl.linkDown(l.index);
     rtnl.setLink(l.index, {
-      ...(n.ifname !== undefined ? { ifname: `nbxtmp${l.index}` } : {}),
-      ...(n.setMac !== undefined ? { mac: parseMac(n.setMac) } : {}),
+      ...(n.sent.ifname !== undefined ? { ifname: `nbxtmp${l.index}` } : {}),
+      ...(n.setMac !== undefined ? { mac: n.setMac } : {}),
     });
   }
   for (const { n, l } of changing) {
-    if (n.ifname !== undefined) rtnl.setLink(l.index, { ifname: n.ifname });
+    if (n.sent.ifname !== undefined) rtnl.setLink(l.index, { ifname: n.sent.ifname });
   }
   const now = rtnl.links();
   return links.map((l) => now.find((x) => x.index === l.index) ?? l);
@@ -92,8 +98,8 @@ export function firstHost(cidr: Cidr): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-function applyLease(rtnl: Rtnl, link: Link, net: GuestNetwork, lease: Lease): void {
-  if (net.mtu === undefined && lease.mtu !== undefined && lease.mtu >= 68) {
+function applyLease(rtnl: Rtnl, link: Link, net: GuestNic, lease: Lease): void {
+  if (net.sent.mtu === undefined && lease.mtu !== undefined && lease.mtu >= 68) {
     rtnl.linkUp(link.index, lease.mtu);
   }
   const infinite = lease.leaseSecs === 0xffffffff;
@@ -106,7 +112,7 @@ function applyLease(rtnl: Rtnl, link: Link, net: GuestNetwork, lease: Lease): vo
 
 /** Configures every network; on failure releases what it took and throws NetworkError. */
 export async function configureNetworks(
-  networks: GuestNetwork[],
+  networks: GuestNic[],
   opts: NetworkOptions,
 ): Promise<NetworkState> {
   const rtnl = new Rtnl();
@@ -117,18 +123,18 @@ export async function configureNetworks(
     if (lo) rtnl.linkUp(lo.index);
     const found = await findLinks(rtnl, networks.map((n) => n.mac), opts.macTimeoutMs ?? 2000);
     const links = renameLinks(rtnl, networks, found);
-    const statics: Cidr[][] = networks.map((n) => n.addrs.map(parseCidr));
+    const statics: Cidr[][] = networks.map((n) => n.addrs);
     networks.forEach((net, i) => {
-      rtnl.linkUp(links[i].index, net.mtu);
+      rtnl.linkUp(links[i].index, net.sent.mtu);
       for (const cidr of statics[i]) rtnl.addAddr(links[i].index, cidr);
     });
     // DHCP on every dhcp network at once.
     const leases = await Promise.all(networks.map(async (net, i) => {
-      if (!net.dhcp) return undefined;
+      if (!net.sent.dhcp) return undefined;
       const client = new DhcpClient({
         ifindex: links[i].index,
         ifname: links[i].name,
-        mac: parseMac(net.setMac ?? net.mac),
+        mac: net.setMac ?? net.mac,
         hostname: opts.hostname,
         timeoutMs: opts.dhcpTimeoutMs,
         log: opts.log,
@@ -141,14 +147,14 @@ export async function configureNetworks(
     }));
     // Default route: only through the first network that asks for it.
     let defaultGateway: string | undefined;
-    const gi = networks.findIndex((n) => n.defaultRoute);
+    const gi = networks.findIndex((n) => n.sent.defaultRoute);
     if (gi >= 0) {
       const net = networks[gi], lease = leases[gi];
       const v4 = statics[gi].find((s) => s.family === 4);
       // A given gateway4 (a ctr.network gw) wins over the lease's router.
       const fromLease = !net.gateway4 && lease?.routers[0] !== undefined;
       const gw = net.gateway4
-        ? parseIPv4(net.gateway4)
+        ? net.gateway4
         : fromLease
         ? parseIPv4(lease!.routers[0])
         : v4
@@ -161,13 +167,13 @@ export async function configureNetworks(
         rtnl.defaultRoute(links[gi].index, gw, onlink, fromLease ? 16 /* RTPROT_DHCP */ : 3);
         defaultGateway = formatIp(gw);
       } else {
-        opts.log(`network ${net.mac}: default route requested but no IPv4 gateway known`);
+        opts.log(`network ${net.sent.mac}: default route requested but no IPv4 gateway known`);
       }
     }
     // IPv6 default route (ctr.network gw): through the NIC that names it.
     networks.forEach((net, i) => {
-      if (net.gateway6 === undefined) return;
-      const gw = parseIPv6(net.gateway6);
+      const gw = net.gateway6;
+      if (gw === undefined) return;
       rtnl.defaultRoute(links[i].index, gw, !statics[i].some((s) => contains(s, gw)));
     });
     // Renew in the background; the address lifetime follows the lease.
@@ -176,7 +182,7 @@ export async function configureNetworks(
       if (!dc || !leases[i]) return;
       dc.startRenewal(
         (l) => applyLease(rtnl, links[i], net, l),
-        () => opts.log(`network ${net.mac}: DHCP lease expired`),
+        () => opts.log(`network ${net.sent.mac}: DHCP lease expired`),
       );
     });
     const report = buildReport(rtnl, links, defaultGateway);

@@ -90,6 +90,7 @@ export interface GuestNetwork {
 /** The workload or an exec'd process. */
 export interface GuestProcess {
   args: string[];
+  /** `KEY=VALUE` entries. */
   env: string[];
   cwd: string;
   uid: number;

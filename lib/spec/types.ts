@@ -4,6 +4,7 @@
  * Plain data only: every value here is JSON-serialisable. Checked values carry a brand (Mac,
  * SocketPath) so that what was parsed once is not parsed again downstream.
  */
+import type { GuestProcess } from "../guest_protocol.ts";
 import type { Mac } from "./mac.ts";
 import type { SocketPath } from "./socket_path.ts";
 
@@ -80,16 +81,8 @@ export interface DnsSpec {
   domain?: string;
 }
 
-/** The workload. */
-export interface ProcessSpec {
-  args: string[];
-  /** `KEY=VALUE` entries. */
-  env: string[];
-  cwd: string;
-  uid: number;
-  gid: number;
-  terminal: boolean;
-}
+/** The workload: the same shape the guest runs (lib/guest_protocol.ts owns it). */
+export type ProcessSpec = GuestProcess;
 
 /** Which VMM runs the sandbox. */
 export type BackendChoice = "auto" | "libkrun" | "qemu";

@@ -39,7 +39,8 @@ const good = {
 
 Deno.test("config: a good config parses; MACs are lower-cased", () => {
   const cfg = parseConfig(JSON.stringify(good));
-  assert.equal(cfg.networks[0].mac, "52:54:00:aa:bb:cc");
+  assert.equal(cfg.networks[0].sent.mac, "52:54:00:aa:bb:cc");
+  assert.deepEqual(cfg.networks[0].mac, Uint8Array.of(0x52, 0x54, 0, 0xaa, 0xbb, 0xcc));
   assert.deepEqual(cfg.rootfs, { kind: "block", device: "/dev/vdb", fstype: "ext4" });
 });
 

@@ -86,7 +86,7 @@ Deno.test("plan: a ctr network on the second NIC takes the default route from th
       },
     ]);
     // What the host sends is what the guest accepts, field for field.
-    assert.deepEqual(parseConfig(JSON.stringify(cfg)).networks, cfg.networks);
+    assert.deepEqual(parseConfig(JSON.stringify(cfg)).networks.map((n) => n.sent), cfg.networks);
   }
 });
 
@@ -199,7 +199,7 @@ Deno.test("guest config: ctr fields and dns.domain are checked, naming the field
   assert.equal(parseConfig(JSON.stringify(good)).dns?.domain, "corp.example");
   const withNet = (extra: Record<string, unknown>) =>
     JSON.stringify({ ...good, networks: [{ ...good.networks[0], ...extra }] });
-  assert.equal(parseConfig(withNet({ ifname: "ctr%d" })).networks[0].ifname, "ctr%d");
+  assert.equal(parseConfig(withNet({ ifname: "ctr%d" })).networks[0].sent.ifname, "ctr%d");
   for (
     const [extra, re] of [
       [{ ifname: "a/b" }, /networks\[0\]\.ifname = "a\/b": expected an interface name/],
