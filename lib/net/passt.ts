@@ -4,7 +4,8 @@
  * exits with it), socket in a 1777 directory (passt drops to `nobody` before bind()).
  */
 import type { PortSpec } from "../spec/types.ts";
-import { spawnInNetns, validateNetnsPath } from "./netns.ts";
+import { spawnInNetns } from "./netns.ts";
+import type { NetnsPath } from "../spec/netns_path.ts";
 import { helperCommandOptions, isSocket, streamTail, watchHelper } from "../helper_process.ts";
 
 /** How to start passt. */
@@ -14,7 +15,7 @@ export interface PasstOptions {
   /** Published ports: `-t`/`-u` forwards. */
   ports?: PortSpec[];
   /** Network namespace to run passt in. */
-  netns?: string;
+  netns?: NetnsPath;
   /** Disable passt's DHCP server (`--no-dhcp`). */
   noDhcp?: boolean;
   /** How long to wait for the socket (default 10 s). */
@@ -103,7 +104,6 @@ function passtTail(stream: ReadableStream<Uint8Array>): () => string {
  * default route.
  */
 export async function startPasst(opts: PasstOptions): Promise<PasstHandle> {
-  if (opts.netns !== undefined) validateNetnsPath(opts.netns, "passt netns");
   await Deno.mkdir(opts.dir, { recursive: true });
   await Deno.chmod(opts.dir, 0o1777);
   await checkTraversable(opts.dir);

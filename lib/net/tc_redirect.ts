@@ -6,7 +6,8 @@
  * Undone exactly on teardown; the netns itself is the caller's.
  */
 import { isHostNetns, refuseHostNetns } from "./host_netns.ts";
-import { spawnInNetns, validateNetnsPath } from "./netns.ts";
+import { spawnInNetns } from "./netns.ts";
+import type { NetnsPath } from "../spec/netns_path.ts";
 import { type Mac, parseMac } from "../spec/mac.ts";
 
 /** The pod interface the VM takes over, as read from the netns. */
@@ -217,8 +218,7 @@ export async function undoTcRedirect(
  * has an ingress qdisc (another VM or tool owns its ingress), and the host's own netns
  * (HostNetnsError). Undone on failure.
  */
-export async function startTcRedirect(netns: string, tap = newTapName()): Promise<TcRedirect> {
-  validateNetnsPath(netns, "netns");
+export async function startTcRedirect(netns: NetnsPath, tap = newTapName()): Promise<TcRedirect> {
   refuseHostNetns(netns, "handing the pod interface to a VM (tc redirect)");
   if (!IFNAME_RE.test(tap)) throw new TcRedirectError(`tap name ${JSON.stringify(tap)}: invalid`);
   const pod = await readPodInterface(netns);

@@ -25,6 +25,8 @@ export async function sandboxSpecOf(
   try {
     const input = await sandboxInput(parseRunFlags(["--bundle", bundle, "--name", id]));
     const built = buildSandboxSpec({ ...input, netFlags: [], publish: [] });
+    // `create` refuses a bad netns at once; the supervisor plans later (planVm checks it again then,
+    // as the namespace may have gone in between).
     if (built.spec.netns !== undefined) validateNetnsPath(built.spec.netns, "config.json netns");
     return { ...built, annotations: "annotations" in input ? input.annotations : {} };
   } catch (e) {

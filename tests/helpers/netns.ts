@@ -5,10 +5,13 @@
  */
 
 /** A test network namespace. */
+import { validateNetnsPath } from "../../lib/net/netns.ts";
+import type { NetnsPath } from "../../lib/spec/netns_path.ts";
+
 export interface TestNetns {
   name: string;
   /** `/run/netns/<name>`. */
-  path: string;
+  path: NetnsPath;
   /** v0's address (the default route's source). */
   address: string;
   /** The default gateway (v0's peer side, unanswered). */
@@ -67,7 +70,7 @@ export async function makeTestNetns(
   const nsArgs = (cmd: string, args: string[]) => [`--net=${path}`, "--", cmd, ...args];
   return {
     name,
-    path,
+    path: validateNetnsPath(path, "test netns"),
     address,
     gateway,
     async run(cmd, args) {

@@ -12,6 +12,7 @@ import {
   OWN_NETNS_PATH,
   refuseHostNetns,
 } from "../../lib/net/host_netns.ts";
+import { validateNetnsPath } from "../../lib/net/netns.ts";
 import { startTcRedirect, undoTcRedirect } from "../../lib/net/tc_redirect.ts";
 import { addNetworkList } from "../../lib/net/cni.ts";
 import { parseCniConfig } from "../../lib/net/cni_config.ts";
@@ -57,7 +58,7 @@ Deno.test("host netns: refuseHostNetns names the change, the path and the altern
 
 Deno.test("host netns: tc redirect refuses the host's namespace and changes nothing", async () => {
   const before = await takeHostSnapshot({ aspects: NET_ASPECTS });
-  await assert.rejects(startTcRedirect(SELF, "nbxtrefuse"), (e: Error) => {
+  await assert.rejects(startTcRedirect(validateNetnsPath(SELF), "nbxtrefuse"), (e: Error) => {
     assert.ok(e instanceof HostNetnsError, String(e));
     assert.match(e.message, /tc redirect/);
     return true;

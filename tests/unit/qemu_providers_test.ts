@@ -8,6 +8,7 @@ import { passtArgs, passtPortSpec, startPasst } from "../../lib/net/passt.ts";
 import { GVPROXY_DEFAULTS, gvproxyJson, startGvproxy } from "../../lib/net/gvproxy.ts";
 import { sendVfkitHandshake, UnixDgram } from "../../ffi/unix_dgram.ts";
 import { makeTestNetns } from "../helpers/netns.ts";
+import { validateNetnsPath } from "../../lib/net/netns.ts";
 import { arpOverStream } from "../helpers/providers.ts";
 
 async function tempDir(): Promise<string> {
@@ -50,8 +51,9 @@ Deno.test("passt refuses a netns without a default route, clearly, leaving nothi
     );
     ok(await gone(`${dir}/p/passt.sock`));
     await Deno.writeTextFile(`${dir}/notns`, "x");
-    await rejects(
-      startPasst({ dir: `${dir}/q`, netns: `${dir}/notns` }),
+    // A path that is no netns never reaches passt: the plan's check (the one owner) refuses it.
+    throws(
+      () => validateNetnsPath(`${dir}/notns`, "passt netns"),
       /passt netns ".*notns": is not a namespace file/,
     );
     const ps = await ns.run("ss", ["-xlp"]);
