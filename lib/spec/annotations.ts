@@ -14,7 +14,7 @@ import { parseDnsValue } from "./dns.ts";
 import { parseCpus, parseMemoryMiB } from "./resources.ts";
 import { parseBackend } from "./backend.ts";
 import { nearest } from "./suggest.ts";
-import { checkUniqueNetworks } from "./collisions.ts";
+import { checkUniqueNetworks, claimUnique } from "./collisions.ts";
 import { checkCtrPlacement } from "./ctr_placement.ts";
 import { parsePublishValue, type PublishSpec } from "./publish.ts";
 
@@ -265,8 +265,18 @@ export function checkCtrNetworks(
 ): SpecError[] {
   const errors: SpecError[] = [];
   const vmMacs = networks.map((n) => n.mac);
-  const macs = new Map<string, number>();
-  const names = new Map<string, number>();
+  const macs = {
+    seen: new Map(),
+    field: "mac",
+    nameOf: ctrNetworkKey,
+    expected: "a MAC of its own",
+  };
+  const names = {
+    seen: new Map(),
+    field: "ifname",
+    nameOf: ctrNetworkKey,
+    expected: "a name of its own",
+  };
   for (const c of ctrs) {
     const key = ctrNetworkKey(c.index);
     if (!vmMacs.includes(c.vmmac) && allNetworksValid) {
@@ -279,28 +289,14 @@ export function checkCtrNetworks(
         })`,
       });
     }
-    if (c.mac !== undefined) {
-      const other = macs.get(c.mac);
-      if (other !== undefined) {
-        errors.push({
-          annotation: key,
-          field: "mac",
-          value: c.mac,
-          message: `the same mac as ${ctrNetworkKey(other)}: expected a MAC of its own`,
-        });
-      } else macs.set(c.mac, c.index);
-    }
-    if (c.ifname !== undefined && !c.ifname.includes("%d")) {
-      const other = names.get(c.ifname);
-      if (other !== undefined) {
-        errors.push({
-          annotation: key,
-          field: "ifname",
-          value: c.ifname,
-          message: `the same ifname as ${ctrNetworkKey(other)}: expected a name of its own`,
-        });
-      } else names.set(c.ifname, c.index);
-    }
+    const clashes = [
+      c.mac !== undefined ? claimUnique(macs, c.index, c.mac) : undefined,
+      // `%d` names are numbered by the kernel: they never clash.
+      c.ifname !== undefined && !c.ifname.includes("%d")
+        ? claimUnique(names, c.index, c.ifname)
+        : undefined,
+    ];
+    errors.push(...clashes.filter((e): e is SpecError => e !== undefined));
   }
   errors.push(...checkCtrPlacement(ctrs, networks, ctrNetworkKey, networkKey));
   return errors;
