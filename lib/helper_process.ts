@@ -53,6 +53,19 @@ export function watchHelper(child: Deno.ChildProcess, killAfterMs: number): Help
   };
 }
 
+/** SIGKILL to `child` (if it is still there). */
+export function killHard(child: Deno.ChildProcess): void {
+  try {
+    child.kill("SIGKILL");
+  } catch { /* already gone */ }
+}
+
+/** Kills `child` with SIGKILL after `ms` unless the returned cancel is called first. */
+export function killAfter(child: Deno.ChildProcess, ms: number): () => void {
+  const t = setTimeout(() => killHard(child), ms);
+  return () => clearTimeout(t);
+}
+
 /** Whether `path` is a UNIX socket (false when it is absent or unreadable). */
 export async function isSocket(path: string): Promise<boolean> {
   return (await Deno.lstat(path).catch(() => null))?.isSocket === true;

@@ -20,6 +20,7 @@ import {
 import { request } from "../runtime/control.ts";
 import { closeFd, openPty, sendFd } from "../../ffi/pty.ts";
 import type { RuntimeArgs } from "./runtime_flags.ts";
+import { killHard } from "../helper_process.ts";
 
 /** How long create waits for the supervisor to report `created`. */
 const CREATED_WITHIN_MS = 60_000;
@@ -164,9 +165,7 @@ async function createSandbox(
       } catch { /* closed */ }
     }
     if (child) {
-      try {
-        child.kill("SIGKILL");
-      } catch { /* gone */ }
+      killHard(child);
       await child.status;
     }
     await removeSandbox(root, id);
@@ -238,9 +237,7 @@ export async function runVerb(a: RuntimeArgs): Promise<number> {
   try {
     await startSandbox(a.global.root, id);
   } catch (e) {
-    try {
-      c.child.kill("SIGKILL");
-    } catch { /* gone */ }
+    killHard(c.child);
     await c.child.status;
     await removeSandbox(a.global.root, id);
     throw e;

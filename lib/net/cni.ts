@@ -24,6 +24,7 @@ import {
   writeCache,
 } from "./cni_cache.ts";
 import { type CniResult, parseCniResult } from "./cni_result.ts";
+import { killAfter } from "../helper_process.ts";
 
 /** PATH given to plugins (bridge, portmap and firewall exec iptables). */
 export const PLUGIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -98,11 +99,7 @@ async function execPlugin(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already gone */ }
-  }, timeoutMs);
+  const cancelKill = killAfter(child, timeoutMs);
   try {
     const w = child.stdin.getWriter();
     await w.write(stdin).catch(() => {});
@@ -128,7 +125,7 @@ async function execPlugin(
     }
     return { stdout };
   } finally {
-    clearTimeout(timer);
+    cancelKill();
   }
 }
 

@@ -7,6 +7,7 @@ import { addNetworkList, delNetworkList } from "../../lib/net/cni.ts";
 import { pickCniNetwork } from "../../lib/net/cni_config.ts";
 import { cleanupHost, recordHostBaseline } from "../../lib/net/cni_host_cleanup.ts";
 import { createNamedNetns, deleteNamedNetns, spawnInNetns } from "../../lib/net/netns.ts";
+import { killHard } from "../../lib/helper_process.ts";
 
 /** Debian's plugin directory. */
 export const DEBIAN_CNI_BIN = "/usr/lib/cni";
@@ -170,9 +171,7 @@ export async function echoServerInNetns(netns: string, port: number): Promise<De
 
 /** Stops a child process and waits for it. */
 export async function stop(child: Deno.ChildProcess): Promise<void> {
-  try {
-    child.kill("SIGKILL");
-  } catch { /* already gone */ }
+  killHard(child);
   await child.status;
   await child.stdout?.cancel().catch(() => {});
 }

@@ -6,6 +6,7 @@
  */
 import { exists } from "../../lib/fs.ts";
 import { shimPidsOf } from "./procs.ts";
+import { killAfter } from "../../lib/helper_process.ts";
 
 /** The repository root. */
 export const REPO = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -209,13 +210,9 @@ export async function startContainerd(
       try {
         child.kill("SIGTERM");
       } catch { /* gone */ }
-      const t = setTimeout(() => {
-        try {
-          child.kill("SIGKILL");
-        } catch { /* gone */ }
-      }, 5000);
+      const cancelKill = killAfter(child, 5000);
       await status;
-      clearTimeout(t);
+      cancelKill();
     }
     await pumps;
     log.close();

@@ -12,6 +12,7 @@ import {
   MsgType,
 } from "../../lib/guest_protocol.ts";
 import { concat } from "../../guest/netlink.ts";
+import { killAfter } from "../../lib/helper_process.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 /** The repository's Deno. */
@@ -148,11 +149,7 @@ export async function runGuest(o: RunGuestOptions): Promise<GuestRun> {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, o.timeoutMs ?? 60_000);
+  const cancelKill = killAfter(child, o.timeoutMs ?? 60_000);
   const peer = (async () => {
     const conn = await listener.accept();
     const send = async (b: Uint8Array) => {
@@ -199,7 +196,7 @@ export async function runGuest(o: RunGuestOptions): Promise<GuestRun> {
       },
     };
   } finally {
-    clearTimeout(timer);
+    cancelKill();
     listener.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
