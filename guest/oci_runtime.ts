@@ -191,7 +191,8 @@ export function prepareCrunRun(
 /**
  * The process that runs `proc` inside container `id` (`crun exec --process FILE`), the process
  * spec written next to the bundle as `exec-<n>.json`: the container's process (capabilities,
- * noNewPrivileges, rlimits) with `proc`'s user, cwd, env and args; seccomp is the container's.
+ * noNewPrivileges, rlimits) with `proc`'s user (uid, gid, supplementary groups), cwd, env and
+ * args; seccomp is the container's.
  */
 export function prepareCrunExec(
   spec: Obj,
@@ -207,7 +208,11 @@ export function prepareCrunExec(
     JSON.stringify({
       ...base,
       terminal: false,
-      user: { uid: proc.uid, gid: proc.gid },
+      user: {
+        uid: proc.uid,
+        gid: proc.gid,
+        ...(proc.additionalGids?.length ? { additionalGids: proc.additionalGids } : {}),
+      },
       args: proc.args,
       env: proc.env,
       cwd: proc.cwd || "/",

@@ -88,6 +88,8 @@ export interface ProcessSpec {
   cwd: string;
   uid: number;
   gid: number;
+  /** Supplementary groups (OCI `process.user.additionalGids`); absent = none. */
+  additionalGids?: number[];
   terminal: boolean;
 }
 
