@@ -73,6 +73,41 @@ Deno.test("guest spec: root in the guest, no terminal, VM's netns, no host paths
   assert.equal(HOST_SPEC.mounts.length, 6);
 });
 
+Deno.test("guest spec: a pod's container joins the sandbox's IPC and PID namespaces it names", () => {
+  const spec = {
+    ...HOST_SPEC,
+    linux: {
+      namespaces: [
+        { type: "pid", path: "/proc/77/ns/pid" },
+        { type: "network", path: "/proc/77/ns/net" },
+        { type: "ipc", path: "/proc/77/ns/ipc" },
+        { type: "uts", path: "/proc/77/ns/uts" },
+        { type: "mount" },
+      ],
+    },
+  };
+  const ns = (s: Record<string, unknown>) => (s.linux as Record<string, unknown>).namespaces;
+  assert.deepEqual(ns(guestSpec(spec, "/r", "c1", "/proc/9/ns").spec), [
+    { type: "pid", path: "/proc/9/ns/pid" },
+    { type: "ipc", path: "/proc/9/ns/ipc" },
+    { type: "uts" },
+    { type: "mount" },
+  ]);
+  // Without the sandbox's namespaces (the sandbox itself, or unknown): new ones, no host paths.
+  assert.deepEqual(ns(guestSpec(spec, "/r", "c1").spec), [
+    { type: "pid" },
+    { type: "ipc" },
+    { type: "uts" },
+    { type: "mount" },
+  ]);
+  // A namespace the host spec asks new (no path) stays new: CRI's per-container PID namespace.
+  assert.deepEqual(ns(guestSpec(HOST_SPEC, "/r", "c1", "/proc/9/ns").spec), [
+    { type: "pid" },
+    { type: "ipc", path: "/proc/9/ns/ipc" },
+    { type: "mount" },
+  ]);
+});
+
 Deno.test("guest spec: bundles live next to the rootfs mount", () => {
   assert.equal(bundleDirFor("/run/nerdbox/root", "c1"), "/run/nerdbox/bundles/c1");
 });
