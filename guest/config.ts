@@ -80,12 +80,20 @@ export function parseProcess(v: unknown, path = "process."): GuestProcess {
   if (!isObj(v)) throw new ConfigError(name, v, "an object");
   const args = strs(v, "args", path);
   if (args.length === 0) throw new ConfigError(`${path}args`, args, "at least the program");
+  const groups = v.additionalGids;
+  if (
+    groups !== undefined && (!Array.isArray(groups) || groups.length > 65536 ||
+      groups.some((g) => typeof g !== "number" || !Number.isInteger(g) || g < 0 || g > 0xfffffffe))
+  ) {
+    throw new ConfigError(`${path}additionalGids`, groups, "an array of integers in 0..4294967294");
+  }
   return {
     args,
     env: strs(v, "env", path),
     cwd: str(v, "cwd", path),
     uid: int(v, "uid", path, 0, 0xfffffffe),
     gid: int(v, "gid", path, 0, 0xfffffffe),
+    ...(groups !== undefined ? { additionalGids: groups as number[] } : {}),
     terminal: bool(v, "terminal", path),
   };
 }

@@ -187,8 +187,10 @@ async function startExec(f: Frame): Promise<void> {
     if ((target.container || target.in || target.guest) && !pod) {
       throw new ExecError(127, "exec: this VM's workload runs without crun: no containers to add");
     }
-    if (target.container) proc = pod!.create(target.container, proc.terminal);
-    else if (pod && !target.guest) {
+    if (target.container) {
+      await pod!.waitCreated(OCI_ID); // the sandbox's namespaces are joined (guest/oci_runtime.ts)
+      proc = pod!.create(target.container, proc.terminal);
+    } else if (pod && !target.guest) {
       await pod.waitCreated(target.in ?? OCI_ID);
       proc = pod.exec(target.in ?? OCI_ID, f.proc, proc);
     }

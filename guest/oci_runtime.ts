@@ -29,6 +29,13 @@ const GUEST_MOUNT_TYPES = new Set([
 /** Files guest init writes into the rootfs itself (from CONFIG's hostname and DNS), unless shared. */
 const INIT_OWNED_FILES = new Set(["/etc/resolv.conf", "/etc/hostname", "/etc/hosts"]);
 
+/**
+ * Namespaces a pod's container joins from the pod's sandbox when its host spec names one by path
+ * (CRI: the pod's IPC namespace, and its PID namespace with shareProcessNamespace). The pod's
+ * IPC sysctls (kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*) live in that IPC namespace.
+ */
+export const POD_SHARED_NAMESPACES: ReadonlySet<string> = new Set(["ipc", "pid"]);
+
 /** What guestSpec changed, for the init log. */
 export interface SpecAdjustments {
   /** Destinations of bind mounts dropped because their host source is not in the guest. */
@@ -40,12 +47,15 @@ export interface SpecAdjustments {
  * no terminal (init owns stdio), the VM's network namespace shared (no network entry), namespace
  * paths dropped (host paths mean nothing in the guest), no hooks or host security labels, bind
  * mounts kept only from the VM's volume share (guest/volumes.ts; otherwise init writes
- * resolv.conf/hostname/hosts), the cgroup at `/nerdbox/<id>`.
+ * resolv.conf/hostname/hosts), the cgroup at `/nerdbox/<id>`. With `sandboxNs` (the pod sandbox's
+ * `/proc/<pid>/ns` in the guest), a POD_SHARED_NAMESPACES entry that had a host path joins the
+ * sandbox's namespace of that type instead.
  */
 export function guestSpec(
   spec: Obj,
   root: string,
   id: string,
+  sandboxNs?: string,
 ): { spec: Obj; adjusted: SpecAdjustments } {
   const out: Obj = structuredClone(spec);
   const dropped: string[] = [];
@@ -79,8 +89,12 @@ export function guestSpec(
   const linux: Obj = isObj(out.linux) ? out.linux : {};
   if (Array.isArray(linux.namespaces)) {
     linux.namespaces = linux.namespaces
-      .filter((n) => isObj(n) && n.type !== "network")
-      .map((n) => ({ type: (n as Obj).type }));
+      .filter((n): n is Obj => isObj(n) && n.type !== "network")
+      .map((n) => {
+        const shared = sandboxNs !== undefined && typeof n.path === "string" &&
+          typeof n.type === "string" && POD_SHARED_NAMESPACES.has(n.type);
+        return shared ? { type: n.type, path: `${sandboxNs}/${n.type}` } : { type: n.type };
+      });
   }
   delete linux.mountLabel;
   linux.cgroupsPath = `/nerdbox/${id}`;
@@ -149,8 +163,9 @@ export function bundleDirFor(root: string, id: string): string {
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
 /**
- * Writes `<bundle>/config.json` for container `id` (the guest spec of `spec`) and returns the
- * process that runs it (`crun run`), with `terminal` as init's own stdio mode.
+ * Writes `<bundle>/config.json` for container `id` (the guest spec of `spec`; `sandboxNs` as in
+ * guestSpec) and returns the process that runs it (`crun run`), with `terminal` as init's own
+ * stdio mode.
  */
 export function prepareCrunRun(
   spec: Obj,
@@ -158,9 +173,10 @@ export function prepareCrunRun(
   id: string,
   terminal: boolean,
   log: (line: string) => void,
+  sandboxNs?: string,
 ): GuestProcess {
   if (!ID_RE.test(id)) throw new ExecError(127, `exec: container id ${JSON.stringify(id)}`);
-  const { spec: s, adjusted } = guestSpec(spec, root, id);
+  const { spec: s, adjusted } = guestSpec(spec, root, id, sandboxNs);
   if (adjusted.droppedMounts.length > 0) {
     log(
       `crun: mounts not in the VM's volume share, left out: ${adjusted.droppedMounts.join(", ")}`,
@@ -191,7 +207,8 @@ export function prepareCrunRun(
 /**
  * The process that runs `proc` inside container `id` (`crun exec --process FILE`), the process
  * spec written next to the bundle as `exec-<n>.json`: the container's process (capabilities,
- * noNewPrivileges, rlimits) with `proc`'s user, cwd, env and args; seccomp is the container's.
+ * noNewPrivileges, rlimits) with `proc`'s user (uid, gid, supplementary groups), cwd, env and
+ * args; seccomp is the container's.
  */
 export function prepareCrunExec(
   spec: Obj,
@@ -207,7 +224,11 @@ export function prepareCrunExec(
     JSON.stringify({
       ...base,
       terminal: false,
-      user: { uid: proc.uid, gid: proc.gid },
+      user: {
+        uid: proc.uid,
+        gid: proc.gid,
+        ...(proc.additionalGids?.length ? { additionalGids: proc.additionalGids } : {}),
+      },
       args: proc.args,
       env: proc.env,
       cwd: proc.cwd || "/",

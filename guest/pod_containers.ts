@@ -1,7 +1,7 @@
 /**
  * The containers of a pod VM after its first one: each EXEC that carries a `container` request
  * becomes a new crun container (its own overlay rootfs and mount namespace, the VM's network
- * shared); an EXEC with `in` runs inside a running one. Init keeps their specs and roots here and
+ * shared, the sandbox's IPC namespace joined); an EXEC with `in` runs inside a running one. Init keeps their specs and roots here and
  * removes a container's overlay when its process ends.
  */
 import * as c from "./libc.ts";
@@ -60,13 +60,46 @@ export function parseExecTarget(v: Obj, path: string): ExecTarget {
 /** The running containers of the VM and where their files are. */
 export class PodContainers {
   readonly #containers = new Map<string, { spec: Obj; root: string; own: boolean }>();
+  #first: string | undefined;
 
   /** `workDir`: init's tmpfs (containers go under `<workDir>/containers/<id>`). */
   constructor(readonly workDir: string, readonly log: (line: string) => void) {}
 
   /** Records the VM's first container (its rootfs is init's). */
   adopt(id: string, spec: Obj, root: string): void {
+    this.#first = id;
     this.#containers.set(id, { spec, root, own: false });
+  }
+
+  /**
+   * `/proc/<pid>/ns` of the VM's first container (the pod's sandbox), whose IPC (and, when asked,
+   * PID) namespace the later ones join; undefined (they get new ones, logged) when crun does not
+   * report it running.
+   */
+  sandboxNs(): string | undefined {
+    const id = this.#first;
+    if (id === undefined) return undefined;
+    let why: string;
+    try {
+      const crun = crunCommand();
+      const out = new Deno.Command(crun.program, {
+        args: [...crunGlobalArgs(), "state", id],
+        env: envRecord(crun.env),
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).outputSync();
+      if (out.success) {
+        const state = JSON.parse(new TextDecoder().decode(out.stdout));
+        const pid = isObj(state) ? state.pid : undefined;
+        if (typeof pid === "number" && Number.isInteger(pid) && pid > 0) return `/proc/${pid}/ns`;
+        why = `no pid in its state: ${JSON.stringify(state)}`;
+      } else why = new TextDecoder().decode(out.stderr).trim();
+    } catch (err) {
+      why = String(err);
+    }
+    this.log(`container: the sandbox's namespaces are not known (${why}): new ones are used`);
+    return undefined;
   }
 
   /** Mounts the new container's overlay rootfs, writes its bundle; returns its `crun run`. */
@@ -97,7 +130,7 @@ export class PodContainers {
     this.#containers.set(req.id, { spec: req.spec, root, own: true });
     try {
       this.#copyEtcFiles(root);
-      return prepareCrunRun(req.spec, root, req.id, terminal, this.log);
+      return prepareCrunRun(req.spec, root, req.id, terminal, this.log, this.sandboxNs());
     } catch (err) {
       this.release(req.id);
       throw err;

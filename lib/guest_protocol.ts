@@ -95,6 +95,8 @@ export interface GuestProcess {
   cwd: string;
   uid: number;
   gid: number;
+  /** Supplementary groups; applied where crun runs the process (an OCI container). */
+  additionalGids?: number[];
   terminal: boolean;
 }
 

@@ -207,6 +207,16 @@ export function parseOciConfig(raw: Json, dir: string): OciBundle {
       else {
         process.uid = u32(p.user.uid, "process.user.uid");
         process.gid = u32(p.user.gid, "process.user.gid");
+        const extra = p.user.additionalGids;
+        if (extra !== undefined) {
+          if (!Array.isArray(extra)) {
+            bad("process.user.additionalGids", extra, "expected an array of group ids");
+          } else {
+            process.additionalGids = extra.map((g, i) =>
+              u32(g, `process.user.additionalGids[${i}]`)
+            );
+          }
+        }
       }
     }
   }

@@ -375,6 +375,7 @@ export class GuestChannel {
       cwd: process.cwd,
       uid: process.uid,
       gid: process.gid,
+      ...(process.additionalGids?.length ? { additionalGids: [...process.additionalGids] } : {}),
       terminal: process.terminal,
       ...(target.container ? { container: target.container } : {}),
       ...(target.in !== undefined ? { in: target.in } : {}),

@@ -25,6 +25,9 @@ export const GUEST_MODULES = [
   "virtiofs",
   // erofs layer devices (containerd's erofs snapshotter; brings libcrc32c along).
   "erofs",
+  // Linux bridges inside the pod (`brctl addbr`, `ip link add type bridge`; brings stp, llc).
+  // The guest has no modprobe for the kernel to load it on demand.
+  "bridge",
 ];
 
 /** LZ4 legacy frame magic (little-endian 0x184C2102) as found in Debian's x86 bzImage. */

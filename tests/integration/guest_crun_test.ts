@@ -3,7 +3,9 @@
  * a dropped capability is gone, a seccomp profile blocks what it lists, noNewPrivileges holds, a
  * readonly rootfs refuses writes, masked and readonly paths, additional groups, hostname, sysctl
  * and rlimits are as the spec says; an exec'd process gets the same confinement. Host bind
- * mounts are left out (logged) until host directories are shared into the VM.
+ * mounts are left out (logged) until host directories are shared into the VM. In a pod VM, a
+ * container that names the sandbox's IPC namespace sees the pod's IPC sysctl, an exec gets its
+ * supplementary groups, and the guest kernel can make a Linux bridge.
  */
 import assert from "node:assert/strict";
 import { bootVm } from "../helpers/qemu_vm.ts";
@@ -113,8 +115,8 @@ function spec(): Record<string, unknown> {
   };
 }
 
-/** Starts `args` in the VM (in `target`); its output so far, and its exit. */
-async function start(vm: VmHandle, args: string[], target?: ExecTarget) {
+/** Starts `args` in the VM (in `target`, with supplementary `groups`); its output and exit. */
+async function start(vm: VmHandle, args: string[], target?: ExecTarget, groups?: number[]) {
   let out = "";
   const dec = new TextDecoder();
   const proc = await vm.exec!(
@@ -124,6 +126,7 @@ async function start(vm: VmHandle, args: string[], target?: ExecTarget) {
       cwd: "/",
       uid: 0,
       gid: 0,
+      ...(groups ? { additionalGids: groups } : {}),
       terminal: false,
     },
     {
@@ -140,8 +143,9 @@ async function execOut(
   vm: VmHandle,
   args: string[],
   target?: ExecTarget,
+  groups?: number[],
 ): Promise<{ code: number; out: string }> {
-  const p = await start(vm, args, target);
+  const p = await start(vm, args, target, groups);
   const exit = await p.proc.exited;
   return { code: exit.code, out: p.out() };
 }
@@ -219,15 +223,27 @@ Deno.test("crun in the QEMU guest applies the OCI spec: capabilities, seccomp, N
   }
 });
 
+/** `spec` asking for its pod sandbox's IPC namespace, as CRI does (a host path). */
+function joinSandboxIpc(spec: Record<string, unknown>): Record<string, unknown> {
+  const l = spec.linux as Record<string, unknown>;
+  l.namespaces = (l.namespaces as Array<{ type: string }>).map((n) =>
+    n.type === "ipc" ? { type: "ipc", path: "/proc/4242/ns/ipc" } : n
+  );
+  return spec;
+}
+
 Deno.test("crun in the QEMU guest: containers added to the VM share localhost, not their rootfs", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nb-crun-pod-" });
   try {
     await makeBusyboxRootfs(`${dir}/rootfs`);
+    const sandbox = podSpec("echo sandbox-up; exec sleep 300", "pod-box");
+    // A pod sysctl of the IPC namespace (default 10): containers joining that namespace see it.
+    (sandbox.linux as Record<string, unknown>).sysctl = { "fs.mqueue.msg_max": "100" };
     const vm = await bootVm({
       rootfs: `${dir}/rootfs`,
       script: "unused: the OCI spec's process runs",
       network: { kind: "tsi", ports: [] },
-      oci: podSpec("echo sandbox-up; exec sleep 300", "pod-box"),
+      oci: sandbox,
     });
     try {
       await vm.waitStdout(/sandbox-up/);
@@ -248,14 +264,14 @@ Deno.test("crun in the QEMU guest: containers added to the VM share localhost, n
       assert.match(web.out(), /web-up/);
 
       const clientScript = "wget -qO- http://127.0.0.1:8080/index.html; " +
-        "ls /www 2>/dev/null || echo no-www; hostname";
+        "ls /www 2>/dev/null || echo no-www; hostname; cat /proc/sys/fs/mqueue/msg_max";
       // The shim's way: the host rootfs dir is streamed into the VM, then the container runs there.
       let clientOut = "";
       const dec = new TextDecoder();
       const handle = await startInPod(
         vm.handle,
         "client",
-        podSpec(clientScript, "client-box"),
+        joinSandboxIpc(podSpec(clientScript, "client-box")),
         `${dir}/rootfs`,
         {
           stdout: new WritableStream({ write: (c) => void (clientOut += dec.decode(c)) }),
@@ -269,9 +285,27 @@ Deno.test("crun in the QEMU guest: containers added to the VM share localhost, n
       assert.equal(client.code, 0, client.out);
       assert.equal(
         client.out,
-        "hello-from-web\nno-www\nclient-box\n",
-        "localhost shared, rootfs not",
+        "hello-from-web\nno-www\nclient-box\n100\n",
+        "localhost and the sandbox's IPC namespace (its sysctl) shared, rootfs not",
       );
+
+      // "web" asked for an IPC namespace of its own: the pod's sysctl is not in it.
+      const webIpc = await execOut(vm.handle, ["cat", "/proc/sys/fs/mqueue/msg_max"], {
+        in: "web",
+      });
+      assert.deepEqual(webIpc, { code: 0, out: "10\n" });
+      // An exec's supplementary groups reach it (crun exec).
+      const groups = await execOut(vm.handle, ["id", "-G"], { in: "web" }, [1234, 77]);
+      assert.equal(groups.code, 0, groups.out);
+      assert.deepEqual(groups.out.trim().split(" ").sort(), ["0", "1234", "77"]);
+      // The guest kernel makes Linux bridges (the bridge module is loaded at boot).
+      const br = await execOut(vm.handle, [
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "/bin/busybox brctl addbr nbxbr0 && /bin/busybox brctl delbr nbxbr0 && echo bridge-ok",
+      ], { guest: true });
+      assert.deepEqual(br, { code: 0, out: "bridge-ok\n" });
 
       const inWeb = await execOut(vm.handle, ["cat", "/www/index.html"], { in: "web" });
       assert.deepEqual(inWeb, { code: 0, out: "hello-from-web\n" });

@@ -275,10 +275,14 @@ Deno.test("exec: own process id, stdio routed per process, stdin with EOF, signa
     assert.equal(xe.text(), "x-err");
     assert.ok(xo.closed() && xe.closed(), "the exec's writers are closed at its exit");
     assert.equal(out.closed(), false, "the init's writer stays open");
-    // A second exec gets a different id.
-    const second = ch.exec(EXEC_PROC, { stdout: collector().stream, stderr: collector().stream });
+    // A second exec gets a different id; its supplementary groups travel with it.
+    const second = ch.exec({ ...EXEC_PROC, additionalGids: [1234, 5] }, {
+      stdout: collector().stream,
+      stderr: collector().stream,
+    });
     const [exec2] = await readFrames(p.guest, 1);
     assert.notEqual(exec2.proc, id);
+    assert.deepEqual(decodeJson(exec2.payload), { ...EXEC_PROC, additionalGids: [1234, 5] });
     await p.guest.write(encodeJsonFrame(MsgType.STARTED, exec2.proc, { pid: 43 }));
     await second;
     await p.guest.write(encodeJsonFrame(MsgType.EXIT, 0, { code: 0 }));

@@ -3,10 +3,15 @@
  * carries (lib/vm/guest_crun.ts) and the CONFIG field that carries the spec (guest/config.ts).
  */
 import assert from "node:assert/strict";
-import { bundleDirFor, guestSpec, rootIsInitramfs } from "../../guest/oci_runtime.ts";
+import {
+  bundleDirFor,
+  guestSpec,
+  prepareCrunExec,
+  rootIsInitramfs,
+} from "../../guest/oci_runtime.ts";
 import { crunRuntimeFiles } from "../../lib/vm/guest_crun.ts";
 import { sharedLibs } from "../../lib/vm/guest_image.ts";
-import { parseConfig } from "../../guest/config.ts";
+import { ConfigError, parseConfig, parseProcess } from "../../guest/config.ts";
 import { parseExecTarget } from "../../guest/pod_containers.ts";
 
 const HOST_SPEC = {
@@ -66,6 +71,41 @@ Deno.test("guest spec: root in the guest, no terminal, VM's netns, no host paths
   // The host's spec object is not changed.
   assert.equal(HOST_SPEC.process.terminal, true);
   assert.equal(HOST_SPEC.mounts.length, 6);
+});
+
+Deno.test("guest spec: a pod's container joins the sandbox's IPC and PID namespaces it names", () => {
+  const spec = {
+    ...HOST_SPEC,
+    linux: {
+      namespaces: [
+        { type: "pid", path: "/proc/77/ns/pid" },
+        { type: "network", path: "/proc/77/ns/net" },
+        { type: "ipc", path: "/proc/77/ns/ipc" },
+        { type: "uts", path: "/proc/77/ns/uts" },
+        { type: "mount" },
+      ],
+    },
+  };
+  const ns = (s: Record<string, unknown>) => (s.linux as Record<string, unknown>).namespaces;
+  assert.deepEqual(ns(guestSpec(spec, "/r", "c1", "/proc/9/ns").spec), [
+    { type: "pid", path: "/proc/9/ns/pid" },
+    { type: "ipc", path: "/proc/9/ns/ipc" },
+    { type: "uts" },
+    { type: "mount" },
+  ]);
+  // Without the sandbox's namespaces (the sandbox itself, or unknown): new ones, no host paths.
+  assert.deepEqual(ns(guestSpec(spec, "/r", "c1").spec), [
+    { type: "pid" },
+    { type: "ipc" },
+    { type: "uts" },
+    { type: "mount" },
+  ]);
+  // A namespace the host spec asks new (no path) stays new: CRI's per-container PID namespace.
+  assert.deepEqual(ns(guestSpec(HOST_SPEC, "/r", "c1", "/proc/9/ns").spec), [
+    { type: "pid" },
+    { type: "ipc", path: "/proc/9/ns/ipc" },
+    { type: "mount" },
+  ]);
 });
 
 Deno.test("guest spec: bundles live next to the rootfs mount", () => {
@@ -139,4 +179,41 @@ Deno.test("exec target: a new container or an existing one, each field checked b
     [{ container: { id: "c", spec, rootfs: { kind: "tar" } } }, /container\.rootfs = /],
   ];
   for (const [v, re] of bad) assert.throws(() => parseExecTarget(v, "exec[3]."), re);
+});
+
+Deno.test("exec: supplementary groups reach crun's process file; bad ones are refused by name", async () => {
+  const proc = { args: ["id", "-G"], env: [], cwd: "/", uid: 0, gid: 0, terminal: false };
+  assert.deepEqual(parseProcess({ ...proc, additionalGids: [1234] }, "exec[3]."), {
+    ...proc,
+    additionalGids: [1234],
+  });
+  assert.equal(parseProcess(proc).additionalGids, undefined);
+  for (const bad of [5, [-1], ["1"], [1.5], [0xffffffff]]) {
+    assert.throws(
+      () => parseProcess({ ...proc, additionalGids: bad }, "exec[3]."),
+      (e) => e instanceof ConfigError && /exec\[3\]\.additionalGids/.test(e.message),
+    );
+  }
+  // crun exec gets the exec's user with its groups (the container spec's groups are not used).
+  const dir = await Deno.makeTempDir({ prefix: "nbx-crun-exec-" });
+  try {
+    const root = `${dir}/root`;
+    Deno.mkdirSync(bundleDirFor(root, "c1"), { recursive: true });
+    const spec = { process: { args: ["sleep"], user: { uid: 5, gid: 5, additionalGids: [7] } } };
+    const run = prepareCrunExec(spec, root, "c1", 1, { ...proc, uid: 33, additionalGids: [1234] });
+    assert.deepEqual(run.args.slice(-4), [
+      "exec",
+      "--process",
+      `${dir}/bundles/c1/exec-1.json`,
+      "c1",
+    ]);
+    const file = JSON.parse(await Deno.readTextFile(`${dir}/bundles/c1/exec-1.json`));
+    assert.deepEqual(file.user, { uid: 33, gid: 0, additionalGids: [1234] });
+    assert.deepEqual(file.args, ["id", "-G"]);
+    prepareCrunExec(spec, root, "c1", 2, proc);
+    const plain = JSON.parse(await Deno.readTextFile(`${dir}/bundles/c1/exec-2.json`));
+    assert.deepEqual(plain.user, { uid: 0, gid: 0 });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -9,6 +9,8 @@ import {
   extractVmlinux,
   findHostKernel,
   findLz4Payload,
+  GUEST_MODULES,
+  guestModules,
   hasPvhNote,
   moduleLoadOrder,
   moduleName,
@@ -100,6 +102,20 @@ Deno.test("module load order from the installed modules.dep puts dependencies fi
   ok(order.indexOf("failover") < order.indexOf("net_failover"));
   equal(new Set(order).size, order.length, "each module once");
   throws(() => moduleLoadOrder(deps, ["no_such_module"]), /module "no_such_module" not found/);
+});
+
+Deno.test("guest modules of the installed kernel include the bridge after stp and llc", async () => {
+  const kernel = await findHostKernel();
+  const paths = await guestModules(kernel);
+  const order = paths.map(moduleName);
+  // `brctl addbr` in a privileged pod container needs the bridge loaded (no modprobe in the guest).
+  ok(GUEST_MODULES.includes("bridge"));
+  for (const m of ["bridge", "stp", "llc", "virtio_console", "erofs"]) {
+    ok(order.includes(m), `${m} in ${order.join(" ")}`);
+  }
+  ok(order.indexOf("llc") < order.indexOf("stp"), "llc before stp");
+  ok(order.indexOf("stp") < order.indexOf("bridge"), "stp before bridge");
+  for (const p of paths) ok((await Deno.stat(p)).isFile, `${p} exists`);
 });
 
 Deno.test("vmlinux extracted from the installed LZ4 bzImage is a PVH-bootable ELF", async () => {

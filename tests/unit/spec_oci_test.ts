@@ -41,7 +41,7 @@ const GOOD = {
     args: ["/bin/sh", "-c", "echo hi"],
     env: ["PATH=/usr/bin:/bin", "TERM=xterm"],
     cwd: "/work",
-    user: { uid: 1000, gid: 100 },
+    user: { uid: 1000, gid: 100, additionalGids: [10, 1234] },
     terminal: true,
   },
   hostname: "box",
@@ -66,6 +66,7 @@ Deno.test("a complete config.json is read into an OciBundle", async () => {
       cwd: "/work",
       uid: 1000,
       gid: 100,
+      additionalGids: [10, 1234],
       terminal: true,
     });
     equal(b.hostname, "box");
@@ -98,7 +99,7 @@ Deno.test("every bad field is reported with its JSON path", async () => {
       args: ["/bin/sh", 7, "x\u0000y"],
       env: ["NOEQUALS", 3],
       cwd: "relative",
-      user: { uid: -1, gid: 1.5 },
+      user: { uid: -1, gid: 1.5, additionalGids: [1, "x"] },
       terminal: "yes",
     },
     hostname: 5,
@@ -116,11 +117,23 @@ Deno.test("every bad field is reported with its JSON path", async () => {
       ["process.terminal", "expected a boolean"],
       ["process.user.uid", "expected a whole number from 0 to 4294967295"],
       ["process.user.gid", "expected a whole number from 0 to 4294967295"],
+      ["process.user.additionalGids[1]", "expected a whole number from 0 to 4294967295"],
       ["hostname", "expected a string"],
       ['annotations["a"]', "expected a string (required)"],
       ["linux.namespaces[0].path", "expected an absolute path"],
       ["linux.namespaces[1]", "expected an object with type"],
       ["mounts[0].destination", "expected a string (required)"],
+    ]);
+  });
+});
+
+Deno.test("process.user.additionalGids must be an array", async () => {
+  await withBundle({
+    root: { path: "rootfs" },
+    process: { args: ["true"], user: { uid: 0, gid: 0, additionalGids: 5 } },
+  }, async (dir) => {
+    deepEqual(await specErrors(dir), [
+      ["process.user.additionalGids", "expected an array of group ids"],
     ]);
   });
 });
