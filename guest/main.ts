@@ -28,7 +28,7 @@ import {
   type Running,
   startProcess,
 } from "./workload.ts";
-import { prepareCrunRun } from "./oci_runtime.ts";
+import { type CrunExec, prepareCrunRun } from "./oci_runtime.ts";
 import { bindVolumes, mountVolumeShare } from "./volumes.ts";
 import { parseExecTarget, PodContainers } from "./pod_containers.ts";
 import {
@@ -183,6 +183,7 @@ async function startExec(f: Frame): Promise<void> {
     const payload = decodeJson<Record<string, unknown>>(f.payload);
     let proc = parseProcess(payload, `exec[${f.proc}].`);
     const target = parseExecTarget(payload, `exec[${f.proc}].`);
+    let crunExec: CrunExec | undefined;
     if (proc.terminal) await loadTerminalSupport(); // after chroot: node built-ins need no files
     if ((target.container || target.in || target.guest) && !pod) {
       throw new ExecError(127, "exec: this VM's workload runs without crun: no containers to add");
@@ -192,12 +193,14 @@ async function startExec(f: Frame): Promise<void> {
       proc = pod!.create(target.container, proc.terminal);
     } else if (pod && !target.guest) {
       await pod.waitCreated(target.in ?? OCI_ID);
-      proc = pod.exec(target.in ?? OCI_ID, f.proc, proc);
+      crunExec = pod.exec(target.in ?? OCI_ID, f.proc, proc);
+      proc = crunExec.process;
     }
     let r: Running;
     try {
       r = startProcess(f.proc, proc, sink(), owned);
       if (target.container) r = pod!.signalVia(target.container.id, r);
+      else if (crunExec) r = pod!.signalExec(crunExec, r);
     } catch (err) {
       if (target.container) pod!.release(target.container.id);
       throw err;

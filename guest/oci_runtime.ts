@@ -216,8 +216,10 @@ export function prepareCrunExec(
   id: string,
   n: number,
   proc: GuestProcess,
-): GuestProcess {
-  const file = `${bundleDirFor(root, id)}/exec-${n}.json`;
+): CrunExec {
+  const dir = bundleDirFor(root, id);
+  const file = `${dir}/exec-${n}.json`;
+  const pidFile = `${dir}/exec-${n}.pid`;
   const base = guestSpec(spec, root, id).spec.process as Obj;
   Deno.writeTextFileSync(
     file,
@@ -236,11 +238,31 @@ export function prepareCrunExec(
   );
   const crun = crunCommand();
   return {
-    args: [crun.program, ...crunGlobalArgs(), "exec", "--process", file, id],
-    env: [...crun.env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-    cwd: "/",
-    uid: 0,
-    gid: 0,
-    terminal: proc.terminal,
+    process: {
+      args: [
+        crun.program,
+        ...crunGlobalArgs(),
+        "exec",
+        "--pid-file",
+        pidFile,
+        "--process",
+        file,
+        id,
+      ],
+      env: [...crun.env, "PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+      cwd: "/",
+      uid: 0,
+      gid: 0,
+      terminal: proc.terminal,
+    },
+    pidFile,
   };
+}
+
+/** A `crun exec` to start, and the file where crun writes the exec'd process's pid. */
+export interface CrunExec {
+  /** The `crun exec` command line. */
+  process: GuestProcess;
+  /** Written by crun once the process runs: signals go to that pid, not to crun. */
+  pidFile: string;
 }

@@ -10,6 +10,7 @@ import { ConfigError } from "./config.ts";
 import {
   CRUN_STATE_DIR,
   crunCommand,
+  type CrunExec,
   crunGlobalArgs,
   prepareCrunExec,
   prepareCrunRun,
@@ -169,10 +170,40 @@ export class PodContainers {
   }
 
   /** The `crun exec` that runs `proc` (EXEC number `n`) inside running container `id`. */
-  exec(id: string, n: number, proc: GuestProcess): GuestProcess {
+  exec(id: string, n: number, proc: GuestProcess): CrunExec {
     const ctr = this.#containers.get(id);
     if (!ctr) throw new ExecError(127, `exec: no container ${id} in this VM`);
     return prepareCrunExec(ctr.spec, ctr.root, id, n, proc);
+  }
+
+  /**
+   * `r` (a `crun exec`) with signals sent to the exec'd process itself (its pid from crun's pid
+   * file): crun exec does not forward them, so a SIGKILL for a timed-out exec would otherwise end
+   * crun and leave the process running. Before the pid file exists the signal goes to crun.
+   * The exec's files are removed when it ends.
+   */
+  signalExec(x: CrunExec, r: Running): Running {
+    const kill = (signo: number) => {
+      let pid = 0;
+      try {
+        pid = Number.parseInt(Deno.readTextFileSync(x.pidFile).trim(), 10);
+      } catch { /* not written yet */ }
+      if (Number.isInteger(pid) && pid > 1) {
+        try {
+          c.kill(pid, signo);
+          return;
+        } catch { /* gone already: crun is ending */ }
+      }
+      r.signal(signo);
+    };
+    const done = r.done.finally(() => {
+      for (const f of [x.pidFile, x.pidFile.replace(/\.pid$/, ".json")]) {
+        try {
+          Deno.removeSync(f);
+        } catch { /* the container's bundle went with it */ }
+      }
+    });
+    return { ...r, signal: kill, done };
   }
 
   /**

@@ -201,8 +201,11 @@ Deno.test("exec: supplementary groups reach crun's process file; bad ones are re
     Deno.mkdirSync(bundleDirFor(root, "c1"), { recursive: true });
     const spec = { process: { args: ["sleep"], user: { uid: 5, gid: 5, additionalGids: [7] } } };
     const run = prepareCrunExec(spec, root, "c1", 1, { ...proc, uid: 33, additionalGids: [1234] });
-    assert.deepEqual(run.args.slice(-4), [
+    assert.equal(run.pidFile, `${dir}/bundles/c1/exec-1.pid`);
+    assert.deepEqual(run.process.args.slice(-6), [
       "exec",
+      "--pid-file",
+      run.pidFile,
       "--process",
       `${dir}/bundles/c1/exec-1.json`,
       "c1",
