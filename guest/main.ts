@@ -36,10 +36,15 @@ import {
   type Frame,
   GUEST_EXIT,
   GUEST_PROTOCOL_VERSION,
+  GUEST_WORKLOAD_ID,
   type GuestError,
   type GuestErrorKind,
+  type GuestQuery,
+  type GuestReply,
   MsgType,
 } from "../lib/guest_protocol.ts";
+import { OomKills, readCgroupStats } from "./cgroup_stats.ts";
+import { DialError, dialLoopback, readListeningPorts } from "./loopback.ts";
 
 const KRUN_EXIT_CODE_IOCTL = 0x7602;
 /** Signals init forwards to the workload when it receives them itself. */
@@ -94,7 +99,9 @@ let oci: { spec: Record<string, unknown>; root: string } | undefined;
 /** The VM's containers (crun mode only): the first one and those EXEC frames create. */
 let pod: PodContainers | undefined;
 /** crun's container id for the workload. */
-const OCI_ID = "workload";
+const OCI_ID = GUEST_WORKLOAD_ID;
+/** Tells OOM kills from other SIGKILLs of containers (crun mode). */
+let oomKills: OomKills | undefined;
 const ready = new Promise<void>((r) => (markReady = r));
 
 /** Logs to the console (VM log) and, when up, as a LOG frame. */
@@ -191,14 +198,16 @@ async function startExec(f: Frame): Promise<void> {
     if (target.container) {
       await pod!.waitCreated(OCI_ID); // the sandbox's namespaces are joined (guest/oci_runtime.ts)
       proc = pod!.create(target.container, proc.terminal);
-    } else if (pod && !target.guest) {
+    } else if (pod && !target.guest && target.dial === undefined) {
       await pod.waitCreated(target.in ?? OCI_ID);
       crunExec = pod.exec(target.in ?? OCI_ID, f.proc, proc);
       proc = crunExec.process;
     }
     let r: Running;
     try {
-      r = startProcess(f.proc, proc, sink(), owned);
+      r = target.dial !== undefined
+        ? await dialLoopback(f.proc, target.dial, sink().output)
+        : startProcess(f.proc, proc, sink(), owned);
       if (target.container) r = pod!.signalVia(target.container.id, r);
       else if (crunExec) r = pod!.signalExec(crunExec, r);
     } catch (err) {
@@ -208,16 +217,43 @@ async function startExec(f: Frame): Promise<void> {
     adopt(r);
     await channel!.sendJson(MsgType.STARTED, f.proc, { pid: r.pid });
     const code = await r.done;
+    const oomKilled = target.container !== undefined && oomKills?.killed(code) === true;
     if (target.container) pod!.release(target.container.id);
     procs.delete(f.proc);
-    await channel!.sendJson(MsgType.EXIT, f.proc, { code });
+    await channel!.sendJson(MsgType.EXIT, f.proc, { code, ...(oomKilled ? { oomKilled } : {}) });
   } catch (err) {
-    const code = err instanceof ExecError ? err.code : 127;
+    const code = err instanceof ExecError || err instanceof DialError ? err.code : 127;
     const kind: GuestErrorKind = err instanceof ConfigError ? "config" : "exec";
-    log(`exec ${f.proc}: ${errorText(err)}`);
+    if (!(err instanceof DialError)) log(`exec ${f.proc}: ${errorText(err)}`);
     await channel!.sendJson(MsgType.ERROR, f.proc, { kind, message: errorText(err), code });
     await channel!.sendJson(MsgType.EXIT, f.proc, { code });
   }
+}
+
+const CONTAINER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/** Answers a QUERY: a container's cgroup counters or the VM's listening TCP ports. */
+async function answerQuery(f: Frame): Promise<void> {
+  let reply: GuestReply;
+  try {
+    const q = decodeJson<Partial<GuestQuery> & { container?: unknown }>(f.payload);
+    if (q.kind === "listening") {
+      reply = { listening: readListeningPorts() };
+    } else if (q.kind === "stats") {
+      const { container } = q;
+      if (typeof container !== "string" || !CONTAINER_ID_RE.test(container)) {
+        throw new Error(`stats: container ${JSON.stringify(container)}: expected a container id`);
+      }
+      if (!pod) throw new Error("stats: this VM's workload runs without crun: it has no cgroup");
+      await pod.waitCreated(container, 5000); // just started: crun is still creating its cgroup
+      reply = { stats: readCgroupStats(container) };
+    } else {
+      throw new Error(`query: kind ${JSON.stringify(q.kind)}: expected "stats" or "listening"`);
+    }
+  } catch (err) {
+    reply = { error: errorText(err) };
+  }
+  await channel!.sendJson(MsgType.REPLY, f.proc, reply).catch(() => {});
 }
 
 /** Reads host frames; resolves the first CONFIG payload through `onConfig`. */
@@ -231,6 +267,8 @@ async function readLoop(onConfig: (text: string) => void): Promise<void> {
         configured = true;
       } else if (f.type === MsgType.EXEC) {
         void startExec(f);
+      } else if (f.type === MsgType.QUERY) {
+        void answerQuery(f);
       } else {
         deliver(f);
       }
@@ -369,6 +407,7 @@ async function main(): Promise<never> {
       oci = { spec: cfg.oci, root };
       pod = new PodContainers(root.slice(0, root.lastIndexOf("/")), log);
       pod.adopt(OCI_ID, cfg.oci, root);
+      oomKills = new OomKills();
     } else prepareRoot(root);
     installEtcFiles(root, {
       "resolv.conf": resolvText,
@@ -412,9 +451,11 @@ async function main(): Promise<never> {
   );
 
   const code = await workload.done;
+  const oomKilled = oomKills?.killed(code) === true;
   procs.delete(0);
   stopReaper();
-  await channel.sendJson(MsgType.EXIT, 0, { code }).catch(() => {});
+  await channel.sendJson(MsgType.EXIT, 0, { code, ...(oomKilled ? { oomKilled } : {}) })
+    .catch(() => {});
   return finish(code);
 }
 

@@ -8,6 +8,7 @@
 import { GUEST_CRUN_LIB_DIR, GUEST_CRUN_PATH, type GuestProcess } from "../lib/guest_protocol.ts";
 import { ExecError } from "./workload.ts";
 import { isShareSource } from "./volumes.ts";
+import { CONTAINERS_CGROUP } from "./cgroup_stats.ts";
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -47,7 +48,7 @@ export interface SpecAdjustments {
  * no terminal (init owns stdio), the VM's network namespace shared (no network entry), namespace
  * paths dropped (host paths mean nothing in the guest), no hooks or host security labels, bind
  * mounts kept only from the VM's volume share (guest/volumes.ts; otherwise init writes
- * resolv.conf/hostname/hosts), the cgroup at `/nerdbox/<id>`. With `sandboxNs` (the pod sandbox's
+ * resolv.conf/hostname/hosts), the cgroup at `<CONTAINERS_CGROUP>/<id>`. With `sandboxNs` (the pod sandbox's
  * `/proc/<pid>/ns` in the guest), a POD_SHARED_NAMESPACES entry that had a host path joins the
  * sandbox's namespace of that type instead.
  */
@@ -97,7 +98,7 @@ export function guestSpec(
       });
   }
   delete linux.mountLabel;
-  linux.cgroupsPath = `/nerdbox/${id}`;
+  linux.cgroupsPath = `${CONTAINERS_CGROUP}/${id}`;
   out.linux = linux;
   return { spec: out, adjusted: { droppedMounts: dropped } };
 }

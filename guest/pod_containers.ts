@@ -21,8 +21,18 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
-/** Reads the optional `container` / `in` fields of an EXEC payload; errors name the field. */
+/** Reads the optional `container` / `in` / `guest` / `dial` fields of an EXEC payload; errors name the field. */
 export function parseExecTarget(v: Obj, path: string): ExecTarget {
+  if (v.dial !== undefined) {
+    const port = v.dial;
+    if (typeof port !== "number" || !Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new ConfigError(`${path}dial`, port, "a TCP port 1-65535");
+    }
+    if (v.container !== undefined || v.in !== undefined || v.guest !== undefined) {
+      throw new ConfigError(`${path}dial`, port, "absent when container, in or guest is given");
+    }
+    return { dial: port };
+  }
   if (v.guest !== undefined) {
     if (v.guest !== true) throw new ConfigError(`${path}guest`, v.guest, "true or absent");
     if (v.container !== undefined || v.in !== undefined) {

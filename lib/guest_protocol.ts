@@ -32,13 +32,18 @@ export const MsgType = {
   RESIZE: 0x05,
   /** host→guest JSON ExecRequest: start another process (process id in the header). */
   EXEC: 0x06,
+  /** host→guest JSON GuestQuery: a question to init (request id in the header). */
+  QUERY: 0x07,
   /** guest→host JSON `{version}`: init is up and waits for CONFIG. */
   HELLO: 0x40,
   /** guest→host stdout bytes. */
   STDOUT: 0x41,
   /** guest→host stderr bytes. */
   STDERR: 0x42,
-  /** guest→host JSON `{code}`: the process ended (128+n for signal n). */
+  /**
+   * guest→host JSON ExitReport `{code, oomKilled?}`: the process ended (128+n for signal n);
+   * `oomKilled` when the kernel's OOM killer ended its container.
+   */
   EXIT: 0x43,
   /** guest→host JSON GuestError: setup failed; the VM ends. */
   ERROR: 0x44,
@@ -48,6 +53,8 @@ export const MsgType = {
   LOG: 0x46,
   /** guest→host JSON `{pid}`: the process started. */
   STARTED: 0x47,
+  /** guest→host JSON GuestReply to the QUERY with the same id. */
+  REPLY: 0x48,
 } as const;
 
 /** One of MsgType's values. */
@@ -184,11 +191,14 @@ export interface GuestContainerRequest {
 /**
  * Where an EXEC runs: a new container, inside a running container (by id), or (`guest`) in init's
  * own root outside every container, for the host's own chores (unpacking a rootfs it streams in).
+ * `dial` is no process at all: init connects to that TCP port on the VM's loopback and the
+ * session's stdin/stdout carry the connection's bytes (port forwarding); args are not run.
  */
 export interface ExecTarget {
   container?: GuestContainerRequest;
   in?: string;
   guest?: boolean;
+  dial?: number;
 }
 
 /**
@@ -206,6 +216,39 @@ export const GUEST_EXIT: Record<GuestErrorKind, number> = {
   rootfs: 124,
   exec: 127,
 };
+
+/** An EXIT frame's payload. */
+export interface ExitReport {
+  code: number;
+  /** The kernel's OOM killer ended the process's container (its cgroup's memory limit). */
+  oomKilled?: boolean;
+}
+
+/** crun's container id for the VM's first container (the workload; a pod's sandbox). */
+export const GUEST_WORKLOAD_ID = "workload";
+
+/**
+ * A QUERY frame's payload: `stats` asks for a container's cgroup counters (crun mode), `listening`
+ * for the TCP ports something in the VM's network namespace listens on.
+ */
+export type GuestQuery = { kind: "stats"; container: string } | { kind: "listening" };
+
+/**
+ * A container's cgroup v2 counters as the guest read them: flat-keyed files (`cpu.stat`,
+ * `memory.stat`, `memory.events`) as maps, single-value files (`memory.current`, `memory.max`,
+ * `memory.peak`, `memory.swap.current`, `memory.swap.max`, `pids.current`, `pids.max`) as a
+ * number or "max". A file the guest kernel does not have is absent.
+ */
+export interface GuestCgroupStats {
+  flat: Record<string, Record<string, number>>;
+  single: Record<string, number | "max">;
+}
+
+/** A REPLY payload: the answer to the query's kind, or why there is none. */
+export type GuestReply =
+  | { stats: GuestCgroupStats }
+  | { listening: number[] }
+  | { error: string };
 
 /** A NETWORK frame's payload. */
 export interface GuestNetworkReport {

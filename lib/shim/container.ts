@@ -82,6 +82,8 @@ export class Proc {
 export interface ContainerEvents {
   started(c: Container, p: Proc): void;
   exited(c: Container, p: Proc): void;
+  /** The OOM killer ended the container's init (reported before its exit). */
+  oom(c: Container): void;
   log(level: "debug" | "info" | "warn" | "error", msg: string, c: Container): void;
 }
 
@@ -98,6 +100,8 @@ export class Container {
   #events: ContainerEvents;
   #watch?: ReturnType<typeof setInterval>;
   #disposed = false;
+  #onRunning?: (vm: VmHandle) => { stop(): void };
+  #companion?: { stop(): void };
 
   /** Builds the container from what Create prepared (rootfs already mounted, stdio open). */
   constructor(args: {
@@ -109,6 +113,8 @@ export class Container {
     rootfsMounted: boolean;
     launch: VmLauncher;
     events: ContainerEvents;
+    /** Started once the VM runs, stopped when it ends (e.g. a pod's port-forward mirror). */
+    onRunning?: (vm: VmHandle) => { stop(): void };
   }) {
     this.id = args.id;
     this.bundle = args.bundle;
@@ -118,6 +124,7 @@ export class Container {
     this.rootfsMounted = args.rootfsMounted;
     this.#launch = args.launch;
     this.#events = args.events;
+    this.#onRunning = args.onRunning;
   }
 
   /** The process with `execId` ("" = init), or undefined. */
@@ -145,6 +152,7 @@ export class Container {
     }
     this.vm = vm;
     this.init.running(vm.pid, (signo) => vm.signal(signo));
+    this.#companion = this.#onRunning?.(vm);
     const startTime = await processStartTime(vm.pid);
     await Deno.writeTextFile(
       `${this.bundle}/${VMM_FILE}`,
@@ -161,6 +169,7 @@ export class Container {
 
   async #onExit(exit: VmExit): Promise<void> {
     clearInterval(this.#watch);
+    this.#companion?.stop();
     let code = exit.code;
     if (exit.error && code === 0) code = 125;
     if (exit.error) this.#events.log("error", `VM ended with an error: ${exit.error}`, this);
@@ -168,6 +177,7 @@ export class Container {
       if (await p.finish(137)) this.#events.exited(this, p);
     }
     const report = exit.error ? `nerdbox: ${exit.error}\n` : undefined;
+    if (exit.oomKilled && this.init.state !== "stopped") this.#events.oom(this);
     if (await this.init.finish(code, report)) this.#events.exited(this, this.init);
   }
 
@@ -253,6 +263,7 @@ export class Container {
     if (this.#disposed) return;
     this.#disposed = true;
     clearInterval(this.#watch);
+    this.#companion?.stop();
     const errors: string[] = [];
     if (this.vm) {
       await this.vm.dispose().catch((e) => errors.push(`VM: ${e?.message ?? e}`));

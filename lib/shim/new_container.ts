@@ -15,7 +15,7 @@ import { openProcessIo, type ProcessIo, type StdioPaths } from "./stdio.ts";
 import { parseBackend } from "../spec/backend.ts";
 import { SpecValidationError } from "../spec/types.ts";
 import type { BackendChoice } from "../spec/types.ts";
-import type { Backend } from "../vm/types.ts";
+import type { Backend, VmHandle } from "../vm/types.ts";
 
 /** Parses a runtime options file: JSON `{"backend": …}` or TOML-style `backend = "…"` lines. */
 export function parseOptionsFile(text: string, path: string): { backend?: BackendChoice } {
@@ -128,6 +128,7 @@ export async function newContainer(
     // The VM is the pod (lib/shim/pod_member.ts): the sandbox's VM applies specs with crun,
     // the pod's later containers are created inside it.
     const pod = await import("./pod_member.ts");
+    const portForward = await import("./port_forward.ts");
     if (pod.isPodSandbox(oci.annotations)) plan.oci = oci.raw as Record<string, unknown>;
     // Host bind mounts reach the VM through its volume share (lib/shim/volumes.ts).
     await (await import("./volumes.ts")).planVolumes(
@@ -163,6 +164,14 @@ export async function newContainer(
         return deps.launcher().then((l) => l(p, s));
       },
       events: deps.events,
+      // CRI port-forward dials localhost in the pod's netns: under QEMU nothing of the VM
+      // listens there, so the sandbox mirrors the VM's ports onto it (lib/shim/port_forward.ts).
+      ...(pod.isPodSandbox(oci.annotations) && backend === "qemu"
+        ? {
+          onRunning: (vm: VmHandle) =>
+            portForward.startPortMirror(vm, plan.netns, (msg) => deps.warn(msg)),
+        }
+        : {}),
     });
     return { container, backend, terminal };
   } catch (err) {

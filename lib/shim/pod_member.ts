@@ -140,6 +140,7 @@ export async function startInPod(
     signal: (signo) => proc.signal(signo),
     ...(proc.resize ? { resize: (cols: number, rows: number) => proc.resize!(cols, rows) } : {}),
     exec: (process, io) => pod.exec!(process, io, { in: id }),
+    ...(pod.stats ? { stats: () => pod.stats!(id) } : {}),
     async dispose() {
       if (!ended) {
         await proc.signal(9).catch(() => {});

@@ -19,6 +19,7 @@ import { SpecValidationError } from "../spec/types.ts";
 import type { BackendChoice } from "../spec/types.ts";
 import type { Backend } from "../vm/types.ts";
 import { VERSION } from "../version.ts";
+import { metricsAny } from "./cgroup_metrics.ts";
 
 /** The wire name of the service. */
 export { TASK_SERVICE } from "./task_methods.ts";
@@ -71,6 +72,7 @@ export class TaskService {
     this.#events = {
       started: (c, p) => this.#publishStart(c, p),
       exited: (c, p) => this.#publishExit(c, p),
+      oom: (c) => this.#publishOom(c),
       log: (level, msg, c) => this.#opts.log(level, msg, c.id),
     };
   }
@@ -271,6 +273,25 @@ export class TaskService {
     }));
   }
 
+  /**
+   * Stats: the container's cgroup v2 counters read in the guest, as
+   * `io.containerd.cgroups.v2.Metrics` (lib/shim/cgroup_metrics.ts).
+   */
+  async stats(req: pb.StatsRequest): Promise<pb.StatsResponse> {
+    const c = this.#get(req.id);
+    if (c.init.state !== "running" || !c.vm?.stats) {
+      throw new TtrpcError(
+        Code.FAILED_PRECONDITION,
+        `container ${JSON.stringify(req.id)} is ${c.init.state}: it has no cgroup to report`,
+      );
+    }
+    try {
+      return create(pb.StatsResponseSchema, { stats: metricsAny(await c.vm.stats()) });
+    } catch (err) {
+      throw new TtrpcError(Code.UNKNOWN, err instanceof Error ? err.message : String(err));
+    }
+  }
+
   /** Pids: the VMM (the container's init as the host sees it) and exec'd processes. */
   pids(req: pb.PidsRequest): Promise<pb.PidsResponse> {
     const c = this.#get(req.id);
@@ -357,6 +378,15 @@ export class TaskService {
         create(ev.TaskExecStartedSchema, { containerId: c.id, execId: p.execId, pid: p.pid }),
       );
     }
+  }
+
+  #publishOom(c: Container): void {
+    this.#opts.log("warn", "the OOM killer ended the container's process", c.id);
+    this.#opts.events.publish(
+      "/tasks/oom",
+      ev.TaskOOMSchema,
+      create(ev.TaskOOMSchema, { containerId: c.id }),
+    );
   }
 
   #publishExit(c: Container, p: Proc): void {

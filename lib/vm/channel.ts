@@ -16,10 +16,14 @@ import {
   type Frame,
   FrameDecoder,
   GUEST_PROTOCOL_VERSION,
+  GUEST_WORKLOAD_ID,
+  type GuestCgroupStats,
   type GuestConfig,
   type GuestError,
   type GuestNetworkReport,
   type GuestProcess,
+  type GuestQuery,
+  type GuestReply,
   MsgType,
 } from "../guest_protocol.ts";
 import type { ProcessSpec } from "../spec/types.ts";
@@ -43,6 +47,9 @@ export interface ChannelEvents {
   /** Called when the workload started (STARTED frame). */
   onStarted?: (pid: number) => void;
 }
+
+/** How long the guest may take to answer a QUERY. */
+const QUERY_TIMEOUT_MS = 10_000;
 
 /** Largest stdin chunk put into one STDIN frame. */
 const STDIN_CHUNK = 64 * 1024;
@@ -84,6 +91,13 @@ function exitCode(payload: Uint8Array): number | undefined {
     : undefined;
 }
 
+/** `exit` with the EXIT payload's OOM verdict added when the guest reported one. */
+function withOom(exit: VmExit, payload: Uint8Array): VmExit {
+  return decodeJson<{ oomKilled?: unknown }>(payload).oomKilled === true
+    ? { ...exit, oomKilled: true }
+    : exit;
+}
+
 function checkSignal(signo: number): void {
   if (!Number.isInteger(signo) || signo < 1 || signo > 64) {
     throw new Error(`signal ${signo}: expected a signal number 1-64`);
@@ -118,6 +132,8 @@ export class GuestChannel {
   #nextId = 1;
   #stdinReaders = new Set<ReadableStreamDefaultReader<Uint8Array>>();
   #outputLimit?: number;
+  #queries = new Map<number, PromiseWithResolvers<GuestReply>>();
+  #nextQuery = 1;
 
   /** Whether the guest said HELLO (its init is up). */
   get helloSeen(): boolean {
@@ -193,10 +209,11 @@ export class GuestChannel {
     }
   }
 
-  #open(id: number, stdio: VmStdio): Session {
+  #open(id: number, stdio: VmStdio, lossless = false): Session {
     // The workload's output is never dropped: a full queue stops the reader (back-pressure into
     // the guest). An exec'd process's consumer must not stall the others: its excess is dropped.
-    const policy = id === 0 ? "wait" : "drop";
+    // A forwarded connection (`dial`) is a byte stream that must stay whole: it waits too.
+    const policy = id === 0 || lossless ? "wait" : "drop";
     const s: Session = {
       id,
       out: new OutputQueue(stdio.stdout, this.#outputLimit, policy),
@@ -247,7 +264,9 @@ export class GuestChannel {
     if (code === undefined) {
       return { code: 125, error: `guest reported an invalid exit status for process ${s.id}` };
     }
-    return s.error ? { code, error: guestErrorExit({ ...s.error, code }).error } : { code };
+    return s.error
+      ? { code, error: guestErrorExit({ ...s.error, code }).error }
+      : withOom({ code }, payload);
   }
 
   /**
@@ -288,6 +307,10 @@ export class GuestChannel {
           events.onNetwork?.(decodeJson<GuestNetworkReport>(f.payload));
           continue;
         }
+        if (f.type === MsgType.REPLY) {
+          this.#queries.get(f.proc)?.resolve(decodeJson<GuestReply>(f.payload));
+          continue;
+        }
         const s = this.#procs.get(f.proc);
         if (!s) continue; // a process that already ended, or one the host never started
         if (f.type === MsgType.STDOUT) {
@@ -315,7 +338,7 @@ export class GuestChannel {
           }
           this.#ended = true;
           const code = exitCode(f.payload);
-          result = code !== undefined ? { code } : {
+          result = code !== undefined ? withOom({ code }, f.payload) : {
             code: 125,
             error: `guest reported an invalid exit status ${
               JSON.stringify(decodeJson<{ code?: unknown }>(f.payload).code)
@@ -330,6 +353,8 @@ export class GuestChannel {
     this.#over = true;
     this.#configured.resolve(false);
     result ??= { code: 125, error: "the guest channel closed before the workload exited" };
+    for (const p of this.#queries.values()) p.reject(new Error("the VM ended"));
+    this.#queries.clear();
     for (const s of [...this.#procs.values()]) {
       if (s.id === 0) continue;
       void this.#finish(s, {
@@ -368,7 +393,7 @@ export class GuestChannel {
       );
     }
     const id = this.#nextId++;
-    const s = this.#open(id, stdio);
+    const s = this.#open(id, stdio, target.dial !== undefined);
     const request: ExecRequest = {
       args: [...process.args],
       env: [...process.env],
@@ -380,6 +405,7 @@ export class GuestChannel {
       ...(target.container ? { container: target.container } : {}),
       ...(target.in !== undefined ? { in: target.in } : {}),
       ...(target.guest ? { guest: true } : {}),
+      ...(target.dial !== undefined ? { dial: target.dial } : {}),
     };
     try {
       await this.#writer.write(encodeJsonFrame(MsgType.EXEC, id, request));
@@ -409,6 +435,53 @@ export class GuestChannel {
       },
       dropped: () => s.out.dropped + s.err.dropped,
     };
+  }
+
+  /**
+   * Asks guest init `query` (QUERY frame) and resolves with its REPLY; rejects with the guest's
+   * reason, when the session is over, or after QUERY_TIMEOUT_MS.
+   */
+  async #query(query: GuestQuery): Promise<GuestReply> {
+    if (!(await this.#configured.promise) || this.sessionOver) {
+      throw new Error(`${query.kind}: the guest is not running`);
+    }
+    const id = this.#nextQuery++;
+    const reply = Promise.withResolvers<GuestReply>();
+    this.#queries.set(id, reply);
+    const timer = setTimeout(
+      () =>
+        reply.reject(
+          new Error(`${query.kind}: the guest did not answer in ${QUERY_TIMEOUT_MS} ms`),
+        ),
+      QUERY_TIMEOUT_MS,
+    );
+    try {
+      await this.#writer.write(encodeJsonFrame(MsgType.QUERY, id, query));
+      const r = await reply.promise;
+      if ("error" in r) throw new Error(printable(String(r.error)));
+      return r;
+    } finally {
+      clearTimeout(timer);
+      this.#queries.delete(id);
+    }
+  }
+
+  /** The cgroup counters of container `container` of the VM (crun mode; default: its first). */
+  async stats(container: string = GUEST_WORKLOAD_ID): Promise<GuestCgroupStats> {
+    const r = await this.#query({ kind: "stats", container });
+    if (!("stats" in r) || typeof r.stats !== "object" || r.stats === null) {
+      throw new Error("stats: the guest's reply has no stats");
+    }
+    return r.stats;
+  }
+
+  /** The TCP ports something in the VM's network namespace listens on. */
+  async listening(): Promise<number[]> {
+    const r = await this.#query({ kind: "listening" });
+    if (!("listening" in r) || !Array.isArray(r.listening)) {
+      throw new Error("listening: the guest's reply has no ports");
+    }
+    return r.listening.filter((p) => Number.isInteger(p) && p > 0 && p <= 65535);
   }
 
   /** Resizes the init workload's terminal once CONFIG was sent; a no-op after the session. */
@@ -458,7 +531,7 @@ export class GuestChannel {
  */
 export function channelHandleOps(
   ready: Promise<GuestChannel | undefined>,
-): Required<Pick<VmHandle, "exec" | "resize">> {
+): Required<Pick<VmHandle, "exec" | "resize" | "stats" | "listening">> {
   return {
     async exec(process: ProcessSpec, stdio: VmStdio, target?: ExecTarget): Promise<VmProcess> {
       const c = await ready;
@@ -473,6 +546,16 @@ export function channelHandleOps(
       checkSize(cols, rows);
       const c = await ready;
       if (c) await c.resize(cols, rows);
+    },
+    async stats(container?: string): Promise<GuestCgroupStats> {
+      const c = await ready;
+      if (!c) throw new Error("stats: the VM is not running");
+      return await c.stats(container);
+    },
+    async listening(): Promise<number[]> {
+      const c = await ready;
+      if (!c) throw new Error("listening: the VM is not running");
+      return await c.listening();
     },
   };
 }

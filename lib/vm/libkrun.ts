@@ -5,7 +5,7 @@
  * socket helpers the child needs.
  */
 import { earlyKillExit, endsBootingVm } from "./early_kill.ts";
-import type { ExecTarget } from "../guest_protocol.ts";
+import type { ExecTarget, GuestCgroupStats } from "../guest_protocol.ts";
 import { channelHandleOps, GuestChannel } from "./channel.ts";
 import { buildGuestConfig } from "./guest_config.ts";
 import { kvmStatus } from "./plan.ts";
@@ -356,6 +356,16 @@ class LibkrunVm implements VmHandle {
   /** Starts another process in the running guest over the channel (EXEC frame), in `target`. */
   exec(process: ProcessSpec, stdio: VmStdio, target?: ExecTarget): Promise<VmProcess> {
     return channelHandleOps(this.#channelReady.promise).exec(process, stdio, target);
+  }
+
+  /** The cgroup counters of a container in the guest (STATS frame; crun mode). */
+  stats(container?: string): Promise<GuestCgroupStats> {
+    return channelHandleOps(this.#channelReady.promise).stats(container);
+  }
+
+  /** The TCP ports the guest listens on (QUERY frame). */
+  listening(): Promise<number[]> {
+    return channelHandleOps(this.#channelReady.promise).listening();
   }
 
   dispose(): Promise<void> {

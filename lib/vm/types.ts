@@ -6,7 +6,7 @@ import type { DnsSpec, NetMode, PortSpec, ProcessSpec } from "../spec/types.ts";
 import type { Mac } from "../spec/mac.ts";
 import type { SocketPath } from "../spec/socket_path.ts";
 import type { NetnsPath } from "../spec/netns_path.ts";
-import type { ExecTarget, GuestVolumeMount } from "../guest_protocol.ts";
+import type { ExecTarget, GuestCgroupStats, GuestVolumeMount } from "../guest_protocol.ts";
 import type { CtrNicPlan } from "./plan_ctr_network.ts";
 
 /** A concrete backend (after `auto` is resolved). */
@@ -129,6 +129,8 @@ export interface VmExit {
   code: number;
   /** Set when nerdbox or the VM failed rather than the workload (exit 125). */
   error?: string;
+  /** The kernel's OOM killer ended it (its container's memory limit). */
+  oomKilled?: boolean;
 }
 
 /** A running VM. */
@@ -148,6 +150,13 @@ export interface VmHandle {
    * `target` makes it a new container of the pod VM, or runs it inside one (crun mode).
    */
   exec?(process: ProcessSpec, stdio: VmStdio, target?: ExecTarget): Promise<VmProcess>;
+  /**
+   * Optional: the cgroup counters of the workload's container, or of `container` in a pod VM
+   * (crun mode); the shim's Stats uses it.
+   */
+  stats?(container?: string): Promise<GuestCgroupStats>;
+  /** Optional: the TCP ports something in the VM's network namespace listens on. */
+  listening?(): Promise<number[]>;
   /** Optional: the VM's volume share (QEMU with VmPlan.volumes). */
   volumes?: VolumeShareHandle;
 }

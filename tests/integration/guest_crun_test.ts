@@ -5,7 +5,9 @@
  * and rlimits are as the spec says; an exec'd process gets the same confinement. Host bind
  * mounts are left out (logged) until host directories are shared into the VM. In a pod VM, a
  * container that names the sandbox's IPC namespace sees the pod's IPC sysctl, an exec gets its
- * supplementary groups, and the guest kernel can make a Linux bridge.
+ * supplementary groups, and the guest kernel can make a Linux bridge. The pod VM reports each
+ * container's cgroup counters, tells an OOM kill from a plain SIGKILL, kills a SIGKILLed exec,
+ * and its listening ports are mirrored into a netns (CRI port-forward).
  */
 import assert from "node:assert/strict";
 import { bootVm } from "../helpers/qemu_vm.ts";
@@ -13,6 +15,9 @@ import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import type { VmHandle } from "../../lib/vm/types.ts";
 import type { ExecTarget } from "../../lib/guest_protocol.ts";
 import { startInPod, streamRootfsIn } from "../../lib/shim/pod_member.ts";
+import { cgroupMetrics } from "../../lib/shim/cgroup_metrics.ts";
+import { startPortMirror } from "../../lib/shim/port_forward.ts";
+import { makeTestNetns } from "../helpers/netns.ts";
 
 /** containerd's default capability set without CAP_CHOWN. */
 const CAPS: Record<string, number> = {
@@ -332,6 +337,99 @@ Deno.test("crun in the QEMU guest: containers added to the VM share localhost, n
       await vm.done.catch(() => {});
     }
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("pod VM: cgroup stats, an OOM kill told apart, exec SIGKILL, listening ports forwarded", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nb-crun-stats-" });
+  const ns = await makeTestNetns("nbxpf");
+  try {
+    await makeBusyboxRootfs(`${dir}/rootfs`);
+    const vm = await bootVm({
+      rootfs: `${dir}/rootfs`,
+      script: "unused: the OCI spec's process runs",
+      network: { kind: "tsi", ports: [] },
+      oci: podSpec("echo sandbox-up; exec sleep 300", "stats-box"),
+    });
+    try {
+      await vm.waitStdout(/sandbox-up/);
+      const lower = await streamRootfsIn(vm.handle, "img", `${dir}/rootfs`);
+      const webScript = "mkdir -p /www && echo hello-forwarded > /www/index.html && " +
+        "echo web-up && exec httpd -f -p 127.0.0.1:8080 -h /www";
+      const web = await start(vm.handle, ["sh", "-c", webScript], {
+        container: {
+          id: "web",
+          spec: podSpec(webScript, "web"),
+          rootfs: { kind: "path", path: lower },
+        },
+      });
+      for (let i = 0; i < 100 && !web.out().includes("web-up"); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+
+      // Stats: the guest's cgroup counters, as containerd's v2 Metrics.
+      const stats = await vm.handle.stats!("web");
+      assert.ok((stats.single["memory.current"] as number) > 0, JSON.stringify(stats));
+      assert.ok(stats.flat["cpu.stat"]?.usage_usec !== undefined, JSON.stringify(stats));
+      const m = cgroupMetrics(await vm.handle.stats!());
+      assert.ok(m.memory && m.memory.usage > 0n && m.cpu, JSON.stringify(stats));
+      assert.ok(m.pids && m.pids.current >= 1n);
+      await assert.rejects(vm.handle.stats!("nosuch"), /container nosuch has no cgroup/);
+
+      // An exec that is SIGKILLed (CRI's exec timeout) ends at once, crun's child with it.
+      const sleeper = await start(vm.handle, ["sleep", "60"], { in: "web" });
+      await new Promise((r) => setTimeout(r, 300));
+      await sleeper.proc.signal(9);
+      assert.equal((await sleeper.proc.exited).code, 137);
+      const left = await execOut(vm.handle, ["sh", "-c", "ps -o args | grep -c '^[s]leep 60'"], {
+        in: "web",
+      });
+      assert.equal(left.out.trim(), "0", "the exec'd sleep is gone");
+
+      // A container over its memory limit is OOM-killed: 137 and the verdict; a plain kill is not.
+      const hog = podSpec("dd if=/dev/zero of=/dev/null bs=64M", "hog");
+      (hog.linux as Record<string, unknown>).resources = { memory: { limit: 16 * 1024 * 1024 } };
+      const oom = await start(vm.handle, ["dd"], {
+        container: { id: "hog", spec: hog, rootfs: { kind: "path", path: lower } },
+      });
+      const oomExit = await oom.proc.exited;
+      assert.deepEqual(oomExit, { code: 137, oomKilled: true }, oom.out());
+      const killed = await start(vm.handle, ["sleep"], {
+        container: {
+          id: "killed",
+          spec: podSpec("exec sleep 60", "k"),
+          rootfs: { kind: "path", path: lower },
+        },
+      });
+      await new Promise((r) => setTimeout(r, 500));
+      await killed.proc.signal(9);
+      assert.deepEqual(await killed.proc.exited, { code: 137 });
+
+      // Listening ports reach 127.0.0.1 in the pod's netns through the mirror (CRI port-forward).
+      assert.ok((await vm.handle.listening!()).includes(8080));
+      const mirror = startPortMirror(vm.handle, ns.path, (msg) => console.error(msg));
+      try {
+        let got = { code: -1, stdout: "", stderr: "" };
+        for (let i = 0; i < 50 && got.code !== 0; i++) {
+          await new Promise((r) => setTimeout(r, 200));
+          got = await ns.run("busybox", ["wget", "-qO-", "http://127.0.0.1:8080/index.html"]);
+        }
+        assert.equal(got.stdout, "hello-forwarded\n", got.stderr);
+        // A port nobody listens on is refused.
+        const refused = await ns.run("busybox", ["wget", "-qO-", "http://127.0.0.1:8081/"]);
+        assert.notEqual(refused.code, 0);
+      } finally {
+        mirror.stop();
+      }
+      const after = await ns.run("busybox", ["wget", "-qO-", "http://127.0.0.1:8080/"]);
+      assert.notEqual(after.code, 0, "stopping the mirror closes its listeners");
+    } finally {
+      await vm.handle.signal(9).catch(() => {});
+      await vm.done.catch(() => {});
+    }
+  } finally {
+    await ns.delete();
     await Deno.remove(dir, { recursive: true });
   }
 });

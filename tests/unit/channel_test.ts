@@ -419,3 +419,47 @@ Deno.test("guestErrorExit: unknown kinds give 125; control characters are escape
   const r = guestErrorExit({ kind: "exec", message: "no\u001b]0;x\u0007\r\nfile\u009b" });
   assert.equal(r.error, "guest init: exec: no\\x1b]0;x\\x07\\x0d\\x0afile\\x9b");
 });
+
+Deno.test("query: stats and listening answered by REPLY; an error reply rejects; EXIT carries oomKilled", async () => {
+  const p = await pair();
+  try {
+    const ch = new GuestChannel(p.host);
+    const out = collector();
+    const err = collector();
+    const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
+      stdout: out.stream,
+      stderr: err.stream,
+    });
+    await p.guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION }));
+    await readFrames(p.guest, 2); // CONFIG, STDIN_EOF
+    const stats = ch.stats("web");
+    const listening = ch.listening();
+    const bad = ch.stats("nosuch");
+    const q = await readFrames(p.guest, 3);
+    assert.deepEqual(q.map((f) => f.type), [MsgType.QUERY, MsgType.QUERY, MsgType.QUERY]);
+    assert.deepEqual(decodeJson(q[0].payload), { kind: "stats", container: "web" });
+    assert.deepEqual(decodeJson(q[1].payload), { kind: "listening" });
+    assert.equal(new Set(q.map((f) => f.proc)).size, 3, "each query has its own id");
+    // Answered out of order: each reply settles the query with its id.
+    await p.guest.write(encodeJsonFrame(MsgType.REPLY, q[1].proc, { listening: [8080, 0, 99999] }));
+    await p.guest.write(encodeJsonFrame(MsgType.REPLY, q[2].proc, { error: "no cgroup\x1b[2J" }));
+    const s = { flat: { "cpu.stat": { usage_usec: 5 } }, single: { "memory.current": 4096 } };
+    await p.guest.write(encodeJsonFrame(MsgType.REPLY, q[0].proc, { stats: s }));
+    assert.deepEqual(await stats, s);
+    assert.deepEqual(await listening, [8080], "ports outside 1-65535 are dropped");
+    await assert.rejects(
+      bad,
+      (e: Error) => e.message.includes("no cgroup") && !e.message.includes("\x1b"),
+    );
+    // A query still pending when the VM ends rejects.
+    const pending = ch.stats();
+    await readFrames(p.guest, 1);
+    await p.guest.write(encodeJsonFrame(MsgType.EXIT, 0, { code: 137, oomKilled: true }));
+    assert.deepEqual(await done, { code: 137, oomKilled: true });
+    await assert.rejects(pending, /the VM ended/);
+    await assert.rejects(ch.stats(), /not running/);
+    ch.close();
+  } finally {
+    await p.cleanup();
+  }
+});
