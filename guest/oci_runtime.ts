@@ -37,10 +37,22 @@ const INIT_OWNED_FILES = new Set(["/etc/resolv.conf", "/etc/hostname", "/etc/hos
  */
 export const POD_SHARED_NAMESPACES: ReadonlySet<string> = new Set(["ipc", "pid"]);
 
+/**
+ * The newest runtime-spec version the guest's crun (Debian 12's 1.8.1) accepts: it refuses a
+ * later `ociVersion` outright ("unknown version specified") although it reads the fields it knows.
+ * containerd 2.x writes 1.2.x specs; guestSpec presents a later 1.x spec as this version.
+ */
+export const CRUN_SPEC_VERSION = "1.1.0";
+
 /** What guestSpec changed, for the init log. */
 export interface SpecAdjustments {
   /** Destinations of bind mounts dropped because their host source is not in the guest. */
   droppedMounts: string[];
+  /**
+   * `net.*` sysctls taken out of the spec: the container shares the VM's network namespace (the
+   * pod's), where init applies them (applyNetSysctls); crun refuses them without a netns of its own.
+   */
+  netSysctls: Record<string, string>;
 }
 
 /**
@@ -59,6 +71,9 @@ export function guestSpec(
   sandboxNs?: string,
 ): { spec: Obj; adjusted: SpecAdjustments } {
   const out: Obj = structuredClone(spec);
+  if (typeof out.ociVersion === "string" && /^1\.([2-9]|\d{2,})\./.test(out.ociVersion)) {
+    out.ociVersion = CRUN_SPEC_VERSION;
+  }
   const dropped: string[] = [];
   const rootIn = isObj(spec.root) ? spec.root : {};
   out.root = { path: root, readonly: rootIn.readonly === true };
@@ -97,10 +112,39 @@ export function guestSpec(
         return shared ? { type: n.type, path: `${sandboxNs}/${n.type}` } : { type: n.type };
       });
   }
+  const netSysctls: Record<string, string> = {};
+  if (isObj(linux.sysctl)) {
+    const sysctl: Obj = linux.sysctl;
+    for (const [key, value] of Object.entries(sysctl)) {
+      if (!key.startsWith("net.")) continue;
+      netSysctls[key] = String(value);
+      delete sysctl[key];
+    }
+  }
   delete linux.mountLabel;
   linux.cgroupsPath = `${CONTAINERS_CGROUP}/${id}`;
   out.linux = linux;
-  return { spec: out, adjusted: { droppedMounts: dropped } };
+  return { spec: out, adjusted: { droppedMounts: dropped, netSysctls } };
+}
+
+const SYSCTL_KEY_RE = /^net(\.[A-Za-z0-9_-]+)+$/;
+
+/**
+ * Writes `net.*` sysctls (guestSpec's netSysctls) into init's network namespace, the VM's and so
+ * the pod's: `/proc/sys/net/...`. Throws ExecError naming the key and value it could not set.
+ */
+export function applyNetSysctls(sysctls: Record<string, string>): void {
+  for (const [key, value] of Object.entries(sysctls)) {
+    if (!SYSCTL_KEY_RE.test(key)) {
+      throw new ExecError(126, `sysctl ${JSON.stringify(key)}: expected dot-separated names`);
+    }
+    try {
+      Deno.writeTextFileSync(`/proc/sys/${key.replaceAll(".", "/")}`, value);
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      throw new ExecError(126, `sysctl ${key}=${JSON.stringify(value)}: ${why}`);
+    }
+  }
 }
 
 /**
@@ -183,6 +227,7 @@ export function prepareCrunRun(
       `crun: mounts not in the VM's volume share, left out: ${adjusted.droppedMounts.join(", ")}`,
     );
   }
+  applyNetSysctls(adjusted.netSysctls);
   const bundle = bundleDirFor(root, id);
   Deno.mkdirSync(bundle, { recursive: true, mode: 0o700 });
   Deno.writeTextFileSync(`${bundle}/config.json`, JSON.stringify(s));

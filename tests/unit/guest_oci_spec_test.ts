@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  applyNetSysctls,
   bundleDirFor,
   guestSpec,
   prepareCrunExec,
@@ -71,6 +72,34 @@ Deno.test("guest spec: root in the guest, no terminal, VM's netns, no host paths
   // The host's spec object is not changed.
   assert.equal(HOST_SPEC.process.terminal, true);
   assert.equal(HOST_SPEC.mounts.length, 6);
+});
+
+Deno.test("guest spec: net.* sysctls leave crun's spec for the VM's (the pod's) network namespace", () => {
+  const spec = {
+    ...HOST_SPEC,
+    linux: {
+      sysctl: {
+        "net.ipv4.ip_unprivileged_port_start": "0",
+        "kernel.shm_rmid_forced": "1",
+        "net.ipv4.ping_group_range": "0 2147483647",
+      },
+    },
+  };
+  const { spec: g, adjusted } = guestSpec(spec, "/r", "c1");
+  assert.deepEqual((g.linux as Record<string, unknown>).sysctl, { "kernel.shm_rmid_forced": "1" });
+  assert.deepEqual(adjusted.netSysctls, {
+    "net.ipv4.ip_unprivileged_port_start": "0",
+    "net.ipv4.ping_group_range": "0 2147483647",
+  });
+  assert.deepEqual(guestSpec(HOST_SPEC, "/r", "c1").adjusted.netSysctls, {});
+  // containerd 2.x writes 1.2.x specs, which the guest's crun refuses by version alone.
+  assert.equal(guestSpec({ ...spec, ociVersion: "1.2.1" }, "/r", "c1").spec.ociVersion, "1.1.0");
+  assert.equal(guestSpec({ ...spec, ociVersion: "1.0.2" }, "/r", "c1").spec.ociVersion, "1.0.2");
+  // A key that is no sysctl path is refused before anything is written, naming it.
+  assert.throws(
+    () => applyNetSysctls({ "net.ipv4/../../x": "1" }),
+    /sysctl "net.ipv4\/..\/..\/x": expected dot-separated names/,
+  );
 });
 
 Deno.test("guest spec: a pod's container joins the sandbox's IPC and PID namespaces it names", () => {
