@@ -3,7 +3,7 @@
  * is, how its summary line and results read, and the baseline docs/kubernetes.md records (the
  * minimum passed count and every spec expected to fail, each with its reason).
  */
-import { REPO } from "./containerd.ts";
+import { type ContainerdLine, REPO } from "./containerd.ts";
 
 /** `critest: N passed, N failed, N skipped (runtime R)`, parsed. */
 export interface CritestSummary {
@@ -15,7 +15,7 @@ export interface CritestSummary {
 
 /** What docs/kubernetes.md records about critest with nerdbox. */
 export interface CritestBaseline {
-  /** `critest baseline: N passed` */
+  /** `critest baseline, containerd L: N passed` for the line asked for */
   minPassed: number;
   /** Backticked spec names of the "Known failures" list, with their reasons. */
   knownFailures: Map<string, string>;
@@ -56,12 +56,15 @@ export function failedSpecs(resultsTxt: string): string[] {
 }
 
 /**
- * Reads the baseline from the markdown of docs/kubernetes.md: the line `critest baseline: N
- * passed` and, under the heading `### Known failures`, one bullet per spec: `` - `name`: reason ``.
+ * Reads the baseline for containerd `line` from the markdown of docs/kubernetes.md: the line
+ * `critest baseline, containerd L: N passed` and, under the heading `### Known failures`, one
+ * bullet per spec: `` - `name`: reason `` (one list for every containerd line).
  */
-export function parseCritestBaseline(markdown: string): CritestBaseline {
-  const m = /critest baseline: \*{0,2}(\d+) passed/.exec(markdown);
-  if (!m) throw new Error("docs/kubernetes.md: no 'critest baseline: N passed' line");
+export function parseCritestBaseline(markdown: string, line: ContainerdLine): CritestBaseline {
+  const head = `critest baseline, containerd ${line}:`;
+  const at = markdown.indexOf(head);
+  const m = at < 0 ? null : /^\s*\*{0,2}(\d+) passed/.exec(markdown.slice(at + head.length));
+  if (!m) throw new Error(`docs/kubernetes.md: no '${head} N passed' line`);
   const knownFailures = new Map<string, string>();
   const section = markdown.split(/^### Known failures\s*$/m)[1]?.split(/^#{1,3} /m)[0] ?? "";
   // A bullet may wrap: indented lines continue it (deno fmt wraps at 100 columns).

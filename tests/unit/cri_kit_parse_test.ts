@@ -23,7 +23,8 @@ Deno.test("cri kit: failed specs come from results.txt's FAIL lines", () => {
 Deno.test("cri kit: the baseline and the known failures are read from the docs", () => {
   const md = [
     "# x",
-    "critest baseline: **21 passed** (containerd 1.6)",
+    "critest baseline, containerd 1.6: **21 passed** (6 failed)",
+    "critest baseline, containerd 2.1: **30 passed**",
     "### Known failures",
     "",
     "- `[k8s.io] B b`: containerd 1.6 returns NotFound",
@@ -33,9 +34,14 @@ Deno.test("cri kit: the baseline and the known failures are read from the docs",
     "## Next",
     "- `[k8s.io] F`: outside the section",
   ].join("\n");
-  const b = parseCritestBaseline(md);
+  const b = parseCritestBaseline(md, "1.6");
   assert.equal(b.minPassed, 21);
+  assert.equal(parseCritestBaseline(md, "2.1").minPassed, 30);
+  assert.throws(
+    () => parseCritestBaseline(md, "1.7"),
+    /no 'critest baseline, containerd 1.7: N passed' line/,
+  );
   assert.deepEqual([...b.knownFailures.keys()], ["[k8s.io] B b", "[sig-node] D"]);
   assert.equal(b.knownFailures.get("[sig-node] D"), "needs pods in one VM");
-  assert.throws(() => parseCritestBaseline("nothing"), /no 'critest baseline: N passed' line/);
+  assert.throws(() => parseCritestBaseline("nothing", "1.6"), /no 'critest baseline, containerd/);
 });
