@@ -43,6 +43,7 @@ const UNSUPPORTED: Record<string, string> = {
   "cpu.realtimeRuntime": "realtime CPU limits are cgroup v1 only",
   "cpu.realtimePeriod": "realtime CPU limits are cgroup v1 only",
   "cpu.idle": "cpu.idle is not supported",
+  "cpu.burst": "cpu.burst is not supported",
 };
 
 /** The object at `path` with only `known` keys; null/absent values are dropped. */

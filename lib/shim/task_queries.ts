@@ -96,9 +96,9 @@ export async function updateTask(c: Container, req: pb.UpdateTaskRequest): Promi
 }
 
 /**
- * Pids: for a crun container the guest pids in its cgroup (they are pids in the VM, not on the
- * host); otherwise, and in addition to nothing, the host pids the shim knows (the VMM, whose pid
- * is the task's, and running exec'd processes).
+ * Pids: for a running crun container the guest pids in its cgroup (pids in the VM, not on the
+ * host; exec'd processes are in that cgroup too); otherwise what the shim knows: the VMM (whose
+ * pid is the task's) and the running exec'd processes.
  */
 export async function taskPids(c: Container): Promise<pb.PidsResponse> {
   if (c.init.state === "running" && c.vm?.crun && c.vm.pids) {

@@ -1,12 +1,25 @@
 /**
  * Update's resources at the edge (lib/shim/task_queries.ts: the Any's type URL and JSON) and the
  * OCI LinuxResources subset both sides of the VM boundary parse (lib/linux_resources.ts): every
- * rejection names the field; device rules are checked and dropped.
+ * rejection names the field; device rules are checked and dropped. updateTask's status codes.
  */
 import assert from "node:assert/strict";
-import { LINUX_RESOURCES_TYPE_URL, parseUpdateResources } from "../../lib/shim/task_queries.ts";
+import { create } from "@bufbuild/protobuf";
+import {
+  LINUX_RESOURCES_TYPE_URL,
+  parseUpdateResources,
+  updateTask,
+} from "../../lib/shim/task_queries.ts";
+import * as pb from "../../lib/shim/proto/gen/containerd/shim_pb.ts";
+import { type Container, Proc } from "../../lib/shim/container.ts";
+import { GuestQueryError } from "../../lib/vm/channel_queries.ts";
+import type { VmHandle } from "../../lib/vm/types.ts";
 import { Code, TtrpcError } from "../../lib/shim/ttrpc.ts";
-import { parseResourcesUpdate, ResourcesError } from "../../lib/linux_resources.ts";
+import {
+  parseResourcesUpdate,
+  ResourcesError,
+  type ResourcesUpdate,
+} from "../../lib/linux_resources.ts";
 import { answerQuery } from "../../guest/queries.ts";
 
 const any = (value: unknown, typeUrl = LINUX_RESOURCES_TYPE_URL) => ({
@@ -135,4 +148,38 @@ Deno.test("guest answerQuery: update and pids need crun; bad queries are `invali
   });
   const odd = await answerQuery({ kind: "resize" }, undefined);
   assert.ok("reason" in odd && odd.reason === "invalid", JSON.stringify(odd));
+});
+
+/** A running container whose VM handle has `vm`'s fields (the parts updateTask reads). */
+function running(vm: Partial<VmHandle>): Container {
+  const init = new Proc("", { stdin: "", stdout: "", stderr: "", terminal: false });
+  init.running(4242, () => Promise.resolve());
+  return { id: "c1", init, execs: new Map(), vm: { pid: 4242, ...vm } } as unknown as Container;
+}
+
+Deno.test("updateTask: a plain VM (no crun) is FAILED_PRECONDITION; guest reasons pick the code", async () => {
+  const req = (value: unknown) =>
+    create(pb.UpdateTaskRequestSchema, { id: "c1", resources: any(value) });
+  const code = async (c: Container, value: unknown): Promise<[number, string]> => {
+    const err = await updateTask(c, req(value)).then(() => undefined, (e: unknown) => e);
+    assert.ok(err instanceof TtrpcError, String(err));
+    return [err.code, err.message];
+  };
+  const called: ResourcesUpdate[] = [];
+  const plain = running({ crun: false, update: (r) => (called.push(r), Promise.resolve()) });
+  const [c1, m1] = await code(plain, { pids: { limit: 5 } });
+  assert.equal(c1, Code.FAILED_PRECONDITION);
+  assert.match(m1, /runs in its own VM without crun/);
+  assert.equal((await code(plain, { bogus: 1 }))[0], Code.INVALID_ARGUMENT, "parsed first");
+  assert.equal(called.length, 0, "nothing reached the VM");
+
+  const failing = (reason: ConstructorParameters<typeof GuestQueryError>[0]) =>
+    running({ crun: true, update: () => Promise.reject(new GuestQueryError(reason, "m")) });
+  assert.equal((await code(failing("not_found"), {}))[0], Code.NOT_FOUND);
+  assert.equal((await code(failing("timeout"), {}))[0], Code.DEADLINE_EXCEEDED);
+  assert.equal((await code(failing("not_running"), {}))[0], Code.FAILED_PRECONDITION);
+  assert.deepEqual(await code(failing("failed"), {}), [Code.UNKNOWN, "update: m"]);
+  const ok = running({ crun: true, update: (r) => (called.push(r), Promise.resolve()) });
+  await updateTask(ok, req({ memory: { limit: 1 << 26 } }));
+  assert.deepEqual(called, [{ memory: { limit: 1 << 26 } }]);
 });
