@@ -1,7 +1,8 @@
 /**
  * The cgroup v2 side of the guest's containers: crun puts container `id` in CONTAINERS_CGROUP/<id>
  * (guest/oci_runtime.ts); this reads its counters for the host's Stats (STATS frames) and tells
- * an OOM kill from any other SIGKILL (the parent's hierarchical `memory.events` oom_kill count).
+ * an OOM kill from any other SIGKILL (the parent's hierarchical `memory.events` oom_kill count);
+ * lists the guest pids in a container's cgroup (Pids).
  */
 import type { GuestCgroupStats } from "../lib/guest_protocol.ts";
 
@@ -70,6 +71,30 @@ export function readCgroupStats(id: string): GuestCgroupStats {
     if (v !== undefined) stats.single[f] = v;
   }
   return stats;
+}
+
+/**
+ * The guest pids in container `id`'s cgroup and the cgroups below it (its `cgroup.procs` files),
+ * sorted; throws when it has no cgroup (not created, or gone).
+ */
+export function readCgroupPids(id: string): number[] {
+  const pids = new Set<number>();
+  const walk = (dir: string): void => {
+    for (const line of (read(`${dir}/cgroup.procs`) ?? "").split("\n")) {
+      if (/^\d+$/.test(line)) pids.add(Number(line));
+    }
+    try {
+      for (const e of Deno.readDirSync(dir)) if (e.isDirectory) walk(`${dir}/${e.name}`);
+    } catch { /* removed meanwhile */ }
+  };
+  const dir = containerCgroup(id);
+  try {
+    Deno.statSync(`${dir}/cgroup.procs`);
+  } catch {
+    throw new Error(`container ${id} has no cgroup in the VM (not running)`);
+  }
+  walk(dir);
+  return [...pids].sort((a, b) => a - b);
 }
 
 /**

@@ -3,8 +3,8 @@
  * a dev-mode process on the host (`--channel SOCK [--config FILE] [--work-dir DIR]`). Says HELLO,
  * takes CONFIG, configures the network, mounts the rootfs, chroots, runs the workload, reports
  * its exit status and ends the VM. All modules are imported statically: nothing loads after chroot.
- * One file over ~400 lines: PID 1's state (process table, pending frames, channel) is module-level
- * and shared by the frame router, exec, the host-gone path and the shutdown.
+ * PID 1's state (channel, process table: guest/process_table.ts) is module-level and shared by
+ * the frame router, exec, the host-gone path and the shutdown; QUERY answers: guest/queries.ts.
  */
 import * as c from "./libc.ts";
 import { Channel } from "./channel.ts";
@@ -39,12 +39,14 @@ import {
   GUEST_WORKLOAD_ID,
   type GuestError,
   type GuestErrorKind,
-  type GuestQuery,
   type GuestReply,
   MsgType,
 } from "../lib/guest_protocol.ts";
-import { OomKills, readCgroupStats } from "./cgroup_stats.ts";
-import { DialError, dialLoopback, readListeningPorts } from "./loopback.ts";
+import { OomKills } from "./cgroup_stats.ts";
+import { DialError, dialLoopback } from "./loopback.ts";
+import { answerQuery } from "./queries.ts";
+import { ProcessTable } from "./process_table.ts";
+import { parseFlags } from "./flags.ts";
 
 const KRUN_EXIT_CODE_IOCTL = 0x7602;
 /** Signals init forwards to the workload when it receives them itself. */
@@ -60,21 +62,6 @@ const FORWARDED: Array<[Deno.Signal, number]> = [
 /** Phase marks (ms since the Deno process started) for the timing LOG line. */
 const marks: Array<[string, number]> = [["modules", performance.now()]];
 const mark = (phase: string) => marks.push([phase, performance.now()]);
-/** Dev-mode flags (`--channel SOCK`, `--config FILE`, `--work-dir DIR`); node:util costs startup. */
-function parseFlags(args: string[]): { channel?: string; config?: string; "work-dir"?: string } {
-  const out: Record<string, string> = {};
-  for (let i = 0; i < args.length; i++) {
-    const m = args[i].match(/^--(channel|config|work-dir)(?:=(.*))?$/);
-    if (!m) {
-      throw new Error(`unknown argument "${args[i]}": expected --channel, --config or --work-dir`);
-    }
-    const value = m[2] ?? args[++i];
-    if (value === undefined || value === "") throw new Error(`--${m[1]} needs a value`);
-    out[m[1]] = value;
-  }
-  return out;
-}
-
 let opts: ReturnType<typeof parseFlags> = {};
 try {
   opts = parseFlags(Deno.args);
@@ -88,8 +75,7 @@ const rootIsVirtiofs = mountPoints().get("/") === "virtiofs";
 let channel: Channel | undefined;
 let krunFd = -1;
 let net: NetworkState | undefined;
-const procs = new Map<number, Running>();
-const pending = new Map<number, Frame[]>();
+const procs = new ProcessTable();
 const owned = new Set<number>();
 let finishing = false;
 /** Resolves once init is chrooted into the container: EXEC requests wait for it. */
@@ -153,37 +139,6 @@ function sink() {
   };
 }
 
-function deliver(f: Frame): void {
-  const p = procs.get(f.proc);
-  if (!p) {
-    // Not started yet (or already gone: then the frames are kept but never used).
-    pending.set(f.proc, [...(pending.get(f.proc) ?? []), f]);
-    return;
-  }
-  switch (f.type) {
-    case MsgType.STDIN:
-      void p.stdin(f.payload);
-      break;
-    case MsgType.STDIN_EOF:
-      void p.stdinEof();
-      break;
-    case MsgType.SIGNAL:
-      p.signal(decodeJson<{ signo: number }>(f.payload).signo);
-      break;
-    case MsgType.RESIZE: {
-      const { cols, rows } = decodeJson<{ cols: number; rows: number }>(f.payload);
-      p.resize(cols, rows);
-      break;
-    }
-  }
-}
-
-function adopt(p: Running): void {
-  procs.set(p.id, p);
-  for (const f of pending.get(p.id) ?? []) deliver(f);
-  pending.delete(p.id);
-}
-
 async function startExec(f: Frame): Promise<void> {
   await ready;
   try {
@@ -214,7 +169,7 @@ async function startExec(f: Frame): Promise<void> {
       if (target.container) pod!.release(target.container.id);
       throw err;
     }
-    adopt(r);
+    procs.adopt(r);
     await channel!.sendJson(MsgType.STARTED, f.proc, { pid: r.pid });
     const code = await r.done;
     const oomKilled = target.container !== undefined && oomKills?.killed(code) === true;
@@ -230,26 +185,11 @@ async function startExec(f: Frame): Promise<void> {
   }
 }
 
-const CONTAINER_ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
-
-/** Answers a QUERY: a container's cgroup counters or the VM's listening TCP ports. */
-async function answerQuery(f: Frame): Promise<void> {
+/** Answers a QUERY (guest/queries.ts) with a REPLY of the same id. */
+async function answer(f: Frame): Promise<void> {
   let reply: GuestReply;
   try {
-    const q = decodeJson<Partial<GuestQuery> & { container?: unknown }>(f.payload);
-    if (q.kind === "listening") {
-      reply = { listening: readListeningPorts() };
-    } else if (q.kind === "stats") {
-      const { container } = q;
-      if (typeof container !== "string" || !CONTAINER_ID_RE.test(container)) {
-        throw new Error(`stats: container ${JSON.stringify(container)}: expected a container id`);
-      }
-      if (!pod) throw new Error("stats: this VM's workload runs without crun: it has no cgroup");
-      await pod.waitCreated(container, 5000); // just started: crun is still creating its cgroup
-      reply = { stats: readCgroupStats(container) };
-    } else {
-      throw new Error(`query: kind ${JSON.stringify(q.kind)}: expected "stats" or "listening"`);
-    }
+    reply = await answerQuery(decodeJson<unknown>(f.payload), pod);
   } catch (err) {
     reply = { error: errorText(err) };
   }
@@ -268,9 +208,9 @@ async function readLoop(onConfig: (text: string) => void): Promise<void> {
       } else if (f.type === MsgType.EXEC) {
         void startExec(f);
       } else if (f.type === MsgType.QUERY) {
-        void answerQuery(f);
+        void answer(f);
       } else {
-        deliver(f);
+        procs.deliver(f);
       }
     }
     if (!finishing) await hostGone("the host closed the channel");
@@ -437,7 +377,7 @@ async function main(): Promise<never> {
     const code = err instanceof ExecError ? err.code : 127;
     return fail("exec", errorText(err), code === 127 ? undefined : code);
   }
-  adopt(workload);
+  procs.adopt(workload);
   for (const signo of signalsBeforeStart.splice(0)) workload.signal(signo);
   await channel.sendJson(MsgType.STARTED, 0, { pid: workload.pid });
   mark("spawn");

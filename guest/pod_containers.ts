@@ -164,6 +164,11 @@ export class PodContainers {
     }
   }
 
+  /** Whether container `id` is one of this VM's (created, not yet released). */
+  has(id: string): boolean {
+    return this.#containers.has(id);
+  }
+
   /**
    * Resolves once crun has created container `id` (its state file exists), so that an exec right
    * after the container's start finds it; gives up after `ms` (the exec then reports crun's error).

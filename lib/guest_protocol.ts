@@ -7,6 +7,7 @@
  * Frame: u32 BE payload length | u8 type | u32 BE process id (0 = the init workload) | payload.
  * JSON payloads are UTF-8 JSON; data payloads are raw bytes.
  */
+import type { ResourcesUpdate } from "./linux_resources.ts";
 
 /** Bumped whenever a message or field changes meaning. */
 export const GUEST_PROTOCOL_VERSION = 1;
@@ -229,9 +230,14 @@ export const GUEST_WORKLOAD_ID = "workload";
 
 /**
  * A QUERY frame's payload: `stats` asks for a container's cgroup counters (crun mode), `listening`
- * for the TCP ports something in the VM's network namespace listens on.
+ * for the TCP ports something in the VM's network namespace listens on, `update` to apply new
+ * resource limits to a container (`crun update`), `pids` for the guest pids in its cgroup.
  */
-export type GuestQuery = { kind: "stats"; container: string } | { kind: "listening" };
+export type GuestQuery =
+  | { kind: "stats"; container: string }
+  | { kind: "listening" }
+  | { kind: "update"; container: string; resources: ResourcesUpdate }
+  | { kind: "pids"; container: string };
 
 /**
  * A container's cgroup v2 counters as the guest read them: flat-keyed files (`cpu.stat`,
@@ -244,11 +250,19 @@ export interface GuestCgroupStats {
   single: Record<string, number | "max">;
 }
 
+/**
+ * Why a QUERY has no answer: the query or its values are wrong (`invalid`), the container is not
+ * in the VM (`not_found`), the VM cannot do it (`unsupported`: no crun), or it failed (`failed`).
+ */
+export type GuestQueryFailure = "invalid" | "not_found" | "unsupported" | "failed";
+
 /** A REPLY payload: the answer to the query's kind, or why there is none. */
 export type GuestReply =
   | { stats: GuestCgroupStats }
   | { listening: number[] }
-  | { error: string };
+  | { updated: true }
+  | { pids: number[] }
+  | { error: string; reason?: GuestQueryFailure };
 
 /** A NETWORK frame's payload. */
 export interface GuestNetworkReport {

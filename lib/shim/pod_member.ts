@@ -8,6 +8,7 @@ import type { VmHandle, VmStdio } from "../vm/types.ts";
 import type { ProcessSpec, SandboxSpec } from "../spec/types.ts";
 import { SANDBOX_ANNOTATION } from "./address.ts";
 import { bindMemberVolumes } from "./volumes.ts";
+import type { ResourcesUpdate } from "../linux_resources.ts";
 
 /** CRI's annotation saying whether a container is a pod's sandbox or one of its containers. */
 export const CONTAINER_TYPE_ANNOTATION = "io.kubernetes.cri.container-type";
@@ -140,7 +141,10 @@ export async function startInPod(
     signal: (signo) => proc.signal(signo),
     ...(proc.resize ? { resize: (cols: number, rows: number) => proc.resize!(cols, rows) } : {}),
     exec: (process, io) => pod.exec!(process, io, { in: id }),
+    crun: true,
     ...(pod.stats ? { stats: () => pod.stats!(id) } : {}),
+    ...(pod.update ? { update: (r: ResourcesUpdate) => pod.update!(r, id) } : {}),
+    ...(pod.pids ? { pids: () => pod.pids!(id) } : {}),
     async dispose() {
       if (!ended) {
         await proc.signal(9).catch(() => {});

@@ -40,6 +40,7 @@ export function registerTaskMethods(server: TtrpcServer, svc: TaskService): void
   on("State", pb.StateRequestSchema, pb.StateResponseSchema, (r) => svc.state(r));
   on("Pids", pb.PidsRequestSchema, pb.PidsResponseSchema, (r) => svc.pids(r));
   on("Stats", pb.StatsRequestSchema, pb.StatsResponseSchema, (r) => svc.stats(r));
+  on("Update", pb.UpdateTaskRequestSchema, EmptySchema, async (r) => (await svc.update(r), empty));
   on("Connect", pb.ConnectRequestSchema, pb.ConnectResponseSchema, (r) => svc.connect(r));
   on("Shutdown", pb.ShutdownRequestSchema, EmptySchema, (r) => {
     svc.shutdown(r);
@@ -64,5 +65,4 @@ export function registerTaskMethods(server: TtrpcServer, svc: TaskService): void
   unimplemented("Pause", "nerdbox cannot pause a microVM's workload");
   unimplemented("Resume", "nerdbox cannot pause a microVM's workload");
   unimplemented("Checkpoint", "nerdbox does not checkpoint microVMs");
-  unimplemented("Update", "nerdbox cannot resize a running microVM");
 }

@@ -19,7 +19,7 @@ import { SpecValidationError } from "../spec/types.ts";
 import type { BackendChoice } from "../spec/types.ts";
 import type { Backend } from "../vm/types.ts";
 import { VERSION } from "../version.ts";
-import { metricsAny } from "./cgroup_metrics.ts";
+import { taskPids, taskStats, updateTask } from "./task_queries.ts";
 
 /** The wire name of the service. */
 export { TASK_SERVICE } from "./task_methods.ts";
@@ -273,32 +273,19 @@ export class TaskService {
     }));
   }
 
-  /**
-   * Stats: the container's cgroup v2 counters read in the guest, as
-   * `io.containerd.cgroups.v2.Metrics` (lib/shim/cgroup_metrics.ts).
-   */
-  async stats(req: pb.StatsRequest): Promise<pb.StatsResponse> {
-    const c = this.#get(req.id);
-    if (c.init.state !== "running" || !c.vm?.stats) {
-      throw new TtrpcError(
-        Code.FAILED_PRECONDITION,
-        `container ${JSON.stringify(req.id)} is ${c.init.state}: it has no cgroup to report`,
-      );
-    }
-    try {
-      return create(pb.StatsResponseSchema, { stats: metricsAny(await c.vm.stats()) });
-    } catch (err) {
-      throw new TtrpcError(Code.UNKNOWN, err instanceof Error ? err.message : String(err));
-    }
+  /** Stats: the container's cgroup v2 counters read in the guest (lib/shim/task_queries.ts). */
+  stats(req: pb.StatsRequest): Promise<pb.StatsResponse> {
+    return taskStats(this.#get(req.id));
   }
 
-  /** Pids: the VMM (the container's init as the host sees it) and exec'd processes. */
+  /** Pids: guest pids in a crun container's cgroup, else the VMM and exec'd processes. */
   pids(req: pb.PidsRequest): Promise<pb.PidsResponse> {
-    const c = this.#get(req.id);
-    const processes = [c.init, ...c.execs.values()]
-      .filter((p) => p.pid > 0 && p.state === "running")
-      .map((p) => ({ pid: p.pid }));
-    return Promise.resolve(create(pb.PidsResponseSchema, { processes }));
+    return taskPids(this.#get(req.id));
+  }
+
+  /** Update: new resource limits for a crun container's cgroup in the guest (crun update). */
+  update(req: pb.UpdateTaskRequest): Promise<void> {
+    return updateTask(this.#get(req.id), req);
   }
 
   /** Connect: the daemon's pid and the task's. */

@@ -4,8 +4,8 @@
  * sends CONFIG, forwards stdin and signals, copies STDOUT/STDERR and maps EXIT/ERROR to a VmExit.
  * The same channel multiplexes processes started later with EXEC frames (`exec`): each has its
  * own frame process id, stdio, stdin pump and exit. The CONFIG is built by lib/vm/guest_config.ts,
- * ERROR payloads are mapped by lib/vm/guest_error.ts. One file over ~400 lines: GuestChannel is one
- * class, the single reader whose frame loop every session's state is part of.
+ * ERROR payloads are mapped by lib/vm/guest_error.ts, QUERY/REPLY exchanges live in
+ * lib/vm/channel_queries.ts, the VmHandle methods over a channel in lib/vm/channel_handle.ts.
  */
 import {
   decodeJson,
@@ -16,20 +16,28 @@ import {
   type Frame,
   FrameDecoder,
   GUEST_PROTOCOL_VERSION,
-  GUEST_WORKLOAD_ID,
   type GuestCgroupStats,
   type GuestConfig,
   type GuestError,
   type GuestNetworkReport,
   type GuestProcess,
-  type GuestQuery,
   type GuestReply,
   MsgType,
 } from "../guest_protocol.ts";
-import type { ProcessSpec } from "../spec/types.ts";
-import { OutputQueue } from "./output_queue.ts";
-import { guestErrorExit, GuestExecError, printable } from "./guest_error.ts";
-import type { VmExit, VmHandle, VmProcess, VmStdio } from "./types.ts";
+import type { ResourcesUpdate } from "../linux_resources.ts";
+import { guestErrorExit } from "./guest_error.ts";
+import {
+  checkSignal,
+  checkSize,
+  execExit,
+  exitCode,
+  finishSession,
+  openSession,
+  type Session,
+  withOom,
+} from "./channel_session.ts";
+import { GuestQueries } from "./channel_queries.ts";
+import type { VmExit, VmProcess, VmStdio } from "./types.ts";
 
 /** The byte stream the channel runs over (a Deno.Conn, or any duplex with the same shape). */
 export interface ChannelStream {
@@ -48,9 +56,6 @@ export interface ChannelEvents {
   onStarted?: (pid: number) => void;
 }
 
-/** How long the guest may take to answer a QUERY. */
-const QUERY_TIMEOUT_MS = 10_000;
-
 /** Largest stdin chunk put into one STDIN frame. */
 const STDIN_CHUNK = 64 * 1024;
 
@@ -68,48 +73,6 @@ export interface ChannelProcess extends VmProcess {
   resize(cols: number, rows: number): Promise<void>;
   /** Output bytes dropped so far because a consumer fell too far behind. */
   dropped(): number;
-}
-
-/** The host-side state of one guest process (0 = the init workload). */
-interface Session {
-  id: number;
-  out: OutputQueue;
-  err: OutputQueue;
-  pid?: number;
-  error?: GuestError;
-  ended: boolean;
-  started: PromiseWithResolvers<number>;
-  exited: PromiseWithResolvers<VmExit>;
-  stdin?: ReadableStreamDefaultReader<Uint8Array>;
-}
-
-/** Parses an EXIT payload's status (0-255), or undefined. */
-function exitCode(payload: Uint8Array): number | undefined {
-  const { code } = decodeJson<{ code?: unknown }>(payload);
-  return typeof code === "number" && Number.isInteger(code) && code >= 0 && code <= 255
-    ? code
-    : undefined;
-}
-
-/** `exit` with the EXIT payload's OOM verdict added when the guest reported one. */
-function withOom(exit: VmExit, payload: Uint8Array): VmExit {
-  return decodeJson<{ oomKilled?: unknown }>(payload).oomKilled === true
-    ? { ...exit, oomKilled: true }
-    : exit;
-}
-
-function checkSignal(signo: number): void {
-  if (!Number.isInteger(signo) || signo < 1 || signo > 64) {
-    throw new Error(`signal ${signo}: expected a signal number 1-64`);
-  }
-}
-
-function checkSize(cols: number, rows: number): void {
-  for (const [name, v] of [["cols", cols], ["rows", rows]] as const) {
-    if (!Number.isInteger(v) || v < 0 || v > 0xffff) {
-      throw new Error(`resize: ${name} ${v}: expected an integer 0-65535`);
-    }
-  }
 }
 
 /**
@@ -132,8 +95,7 @@ export class GuestChannel {
   #nextId = 1;
   #stdinReaders = new Set<ReadableStreamDefaultReader<Uint8Array>>();
   #outputLimit?: number;
-  #queries = new Map<number, PromiseWithResolvers<GuestReply>>();
-  #nextQuery = 1;
+  #queries: GuestQueries;
 
   /** Whether the guest said HELLO (its init is up). */
   get helloSeen(): boolean {
@@ -155,6 +117,10 @@ export class GuestChannel {
     this.#stream = stream;
     this.#writer = stream.writable.getWriter();
     this.#outputLimit = opts.outputLimit;
+    this.#queries = new GuestQueries(
+      (id, query) => this.#writer.write(encodeJsonFrame(MsgType.QUERY, id, query)),
+      async () => (await this.#configured.promise) && !this.sessionOver,
+    );
   }
 
   /** Resolves true once CONFIG was sent, false if the session ended before that. */
@@ -210,63 +176,16 @@ export class GuestChannel {
   }
 
   #open(id: number, stdio: VmStdio, lossless = false): Session {
-    // The workload's output is never dropped: a full queue stops the reader (back-pressure into
-    // the guest). An exec'd process's consumer must not stall the others: its excess is dropped.
-    // A forwarded connection (`dial`) is a byte stream that must stay whole: it waits too.
-    const policy = id === 0 || lossless ? "wait" : "drop";
-    const s: Session = {
-      id,
-      out: new OutputQueue(stdio.stdout, this.#outputLimit, policy),
-      err: new OutputQueue(stdio.stderr, this.#outputLimit, policy),
-      ended: false,
-      started: Promise.withResolvers<number>(),
-      exited: Promise.withResolvers<VmExit>(),
-    };
-    s.started.promise.catch(() => {}); // observed by exec; unobserved for the workload
+    const s = openSession(id, stdio, this.#outputLimit, lossless);
     this.#procs.set(id, s);
     return s;
   }
 
-  /** Ends a session: stops its stdin, writes out its output, then settles its promises. */
+  /** Ends a session (see finishSession) and forgets it. */
   async #finish(s: Session, exit: VmExit): Promise<void> {
     if (s.ended) return;
-    s.ended = true;
     this.#procs.delete(s.id);
-    if (s.id !== 0 && s.stdin) void s.stdin.cancel().catch(() => {});
-    await s.out.close();
-    const dropped = s.out.dropped + s.err.dropped;
-    await s.err.close(
-      dropped > 0
-        ? new TextEncoder().encode(
-          `nerdbox: ${dropped} bytes of output were dropped: the reader fell too far behind\n`,
-        )
-        : undefined,
-    );
-    if (s.pid === undefined) {
-      s.started.reject(
-        s.error
-          ? new GuestExecError(
-            printable(s.error.kind),
-            `the guest could not start the process: ${
-              printable(s.error.message)
-            } (status ${exit.code})`,
-            exit.code,
-          )
-          : new Error(exit.error ?? `the process ended (status ${exit.code}) before it started`),
-      );
-    }
-    s.exited.resolve(exit);
-  }
-
-  /** The exit of exec'd session `s` from its EXIT payload. */
-  #execExit(s: Session, payload: Uint8Array): VmExit {
-    const code = exitCode(payload);
-    if (code === undefined) {
-      return { code: 125, error: `guest reported an invalid exit status for process ${s.id}` };
-    }
-    return s.error
-      ? { code, error: guestErrorExit({ ...s.error, code }).error }
-      : withOom({ code }, payload);
+    await finishSession(s, exit);
   }
 
   /**
@@ -308,7 +227,7 @@ export class GuestChannel {
           continue;
         }
         if (f.type === MsgType.REPLY) {
-          this.#queries.get(f.proc)?.resolve(decodeJson<GuestReply>(f.payload));
+          this.#queries.reply(f.proc, decodeJson<GuestReply>(f.payload));
           continue;
         }
         const s = this.#procs.get(f.proc);
@@ -333,7 +252,7 @@ export class GuestChannel {
           break;
         } else if (f.type === MsgType.EXIT) {
           if (s.id !== 0) {
-            void this.#finish(s, this.#execExit(s, f.payload));
+            void this.#finish(s, execExit(s, f.payload));
             continue;
           }
           this.#ended = true;
@@ -353,8 +272,7 @@ export class GuestChannel {
     this.#over = true;
     this.#configured.resolve(false);
     result ??= { code: 125, error: "the guest channel closed before the workload exited" };
-    for (const p of this.#queries.values()) p.reject(new Error("the VM ended"));
-    this.#queries.clear();
+    this.#queries.endAll();
     for (const s of [...this.#procs.values()]) {
       if (s.id === 0) continue;
       void this.#finish(s, {
@@ -437,51 +355,24 @@ export class GuestChannel {
     };
   }
 
-  /**
-   * Asks guest init `query` (QUERY frame) and resolves with its REPLY; rejects with the guest's
-   * reason, when the session is over, or after QUERY_TIMEOUT_MS.
-   */
-  async #query(query: GuestQuery): Promise<GuestReply> {
-    if (!(await this.#configured.promise) || this.sessionOver) {
-      throw new Error(`${query.kind}: the guest is not running`);
-    }
-    const id = this.#nextQuery++;
-    const reply = Promise.withResolvers<GuestReply>();
-    this.#queries.set(id, reply);
-    const timer = setTimeout(
-      () =>
-        reply.reject(
-          new Error(`${query.kind}: the guest did not answer in ${QUERY_TIMEOUT_MS} ms`),
-        ),
-      QUERY_TIMEOUT_MS,
-    );
-    try {
-      await this.#writer.write(encodeJsonFrame(MsgType.QUERY, id, query));
-      const r = await reply.promise;
-      if ("error" in r) throw new Error(printable(String(r.error)));
-      return r;
-    } finally {
-      clearTimeout(timer);
-      this.#queries.delete(id);
-    }
-  }
-
-  /** The cgroup counters of container `container` of the VM (crun mode; default: its first). */
-  async stats(container: string = GUEST_WORKLOAD_ID): Promise<GuestCgroupStats> {
-    const r = await this.#query({ kind: "stats", container });
-    if (!("stats" in r) || typeof r.stats !== "object" || r.stats === null) {
-      throw new Error("stats: the guest's reply has no stats");
-    }
-    return r.stats;
+  /** The cgroup counters of container `container` (crun mode; default: the VM's first). */
+  stats(container?: string): Promise<GuestCgroupStats> {
+    return this.#queries.stats(container);
   }
 
   /** The TCP ports something in the VM's network namespace listens on. */
-  async listening(): Promise<number[]> {
-    const r = await this.#query({ kind: "listening" });
-    if (!("listening" in r) || !Array.isArray(r.listening)) {
-      throw new Error("listening: the guest's reply has no ports");
-    }
-    return r.listening.filter((p) => Number.isInteger(p) && p > 0 && p <= 65535);
+  listening(): Promise<number[]> {
+    return this.#queries.listening();
+  }
+
+  /** Applies `resources` to container `container` (`crun update` in the guest; default: first). */
+  update(resources: ResourcesUpdate, container?: string): Promise<void> {
+    return this.#queries.update(resources, container);
+  }
+
+  /** The guest pids in container `container`'s cgroup (crun mode; default: the VM's first). */
+  pids(container?: string): Promise<number[]> {
+    return this.#queries.pids(container);
   }
 
   /** Resizes the init workload's terminal once CONFIG was sent; a no-op after the session. */
@@ -523,39 +414,4 @@ export class GuestChannel {
       // already closed
     }
   }
-}
-
-/**
- * The VmHandle `exec` and `resize` of a backend whose channel becomes available through `ready`
- * (undefined when the guest never connected).
- */
-export function channelHandleOps(
-  ready: Promise<GuestChannel | undefined>,
-): Required<Pick<VmHandle, "exec" | "resize" | "stats" | "listening">> {
-  return {
-    async exec(process: ProcessSpec, stdio: VmStdio, target?: ExecTarget): Promise<VmProcess> {
-      const c = await ready;
-      if (!c) {
-        await stdio.stdout.close().catch(() => {});
-        await stdio.stderr.close().catch(() => {});
-        throw new Error("exec: the VM is not running");
-      }
-      return await c.exec(process, stdio, target);
-    },
-    async resize(cols: number, rows: number): Promise<void> {
-      checkSize(cols, rows);
-      const c = await ready;
-      if (c) await c.resize(cols, rows);
-    },
-    async stats(container?: string): Promise<GuestCgroupStats> {
-      const c = await ready;
-      if (!c) throw new Error("stats: the VM is not running");
-      return await c.stats(container);
-    },
-    async listening(): Promise<number[]> {
-      const c = await ready;
-      if (!c) throw new Error("listening: the VM is not running");
-      return await c.listening();
-    },
-  };
 }

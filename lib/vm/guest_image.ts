@@ -162,7 +162,12 @@ export async function sharedLibs(binary: string): Promise<Array<[string, string]
 }
 
 /** Host files the guest program imports (shipped beside guest/), relative to the repo root. */
-export const GUEST_SHARED_SOURCES = ["lib/guest_protocol.ts", "lib/fs.ts", "ffi/libc.ts"];
+export const GUEST_SHARED_SOURCES = [
+  "lib/guest_protocol.ts",
+  "lib/linux_resources.ts",
+  "lib/fs.ts",
+  "ffi/libc.ts",
+];
 
 /** Guest program sources: guest/**\/*.ts and GUEST_SHARED_SOURCES, relative to the repo root. */
 async function guestSources(srcRoot: string): Promise<string[]> {

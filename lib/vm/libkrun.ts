@@ -6,7 +6,9 @@
  */
 import { earlyKillExit, endsBootingVm } from "./early_kill.ts";
 import type { ExecTarget, GuestCgroupStats } from "../guest_protocol.ts";
-import { channelHandleOps, GuestChannel } from "./channel.ts";
+import type { ResourcesUpdate } from "../linux_resources.ts";
+import { GuestChannel } from "./channel.ts";
+import { channelHandleOps } from "./channel_handle.ts";
 import { buildGuestConfig } from "./guest_config.ts";
 import { kvmStatus } from "./plan.ts";
 import { layersGuestRootfs } from "./erofs_layers.ts";
@@ -248,6 +250,7 @@ export async function startLibkrunVm(plan: VmPlan, stdio: VmStdio): Promise<VmHa
 
 class LibkrunVm implements VmHandle {
   readonly pid: number;
+  readonly crun: boolean;
   readonly exited: Promise<VmExit>;
   #plan: VmPlan;
   #child: Deno.ChildProcess;
@@ -263,6 +266,7 @@ class LibkrunVm implements VmHandle {
 
   constructor(plan: VmPlan, stdio: VmStdio, child: Deno.ChildProcess, listener: Deno.UnixListener) {
     this.#plan = plan;
+    this.crun = plan.oci !== undefined;
     this.#child = child;
     this.#listener = listener;
     this.pid = child.pid;
@@ -366,6 +370,16 @@ class LibkrunVm implements VmHandle {
   /** The TCP ports the guest listens on (QUERY frame). */
   listening(): Promise<number[]> {
     return channelHandleOps(this.#channelReady.promise).listening();
+  }
+
+  /** Applies new resource limits to a container in the guest (QUERY frame; crun mode). */
+  update(resources: ResourcesUpdate, container?: string): Promise<void> {
+    return channelHandleOps(this.#channelReady.promise).update(resources, container);
+  }
+
+  /** The guest pids in a container's cgroup (QUERY frame; crun mode). */
+  pids(container?: string): Promise<number[]> {
+    return channelHandleOps(this.#channelReady.promise).pids(container);
   }
 
   dispose(): Promise<void> {

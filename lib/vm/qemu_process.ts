@@ -5,7 +5,8 @@
  * exec / resize / dispose. Cleanup of everything the run made happens once, when it ends.
  */
 import { earlyKillExit, endsBootingVm } from "./early_kill.ts";
-import { channelHandleOps, GuestChannel } from "./channel.ts";
+import { GuestChannel } from "./channel.ts";
+import { channelHandleOps } from "./channel_handle.ts";
 import { killGroup } from "./qemu_accel.ts";
 import type { GuestConfig, GuestNetworkReport } from "../guest_protocol.ts";
 import type { VmExit, VmHandle, VmStdio, VolumeShareHandle } from "./types.ts";
@@ -177,6 +178,7 @@ export function qemuHandle(p: QemuProcessInput): { handle: VmHandle; qemuDone: (
     // exec'd processes and terminal resizes go over the same channel (lib/vm/channel.ts).
     ...channelHandleOps(channelReady),
     ...(p.volumes ? { volumes: p.volumes } : {}),
+    crun: p.config.oci !== undefined,
     async dispose() {
       if (disposed) return await exited.then(() => {});
       disposed = true;

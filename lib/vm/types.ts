@@ -7,6 +7,7 @@ import type { Mac } from "../spec/mac.ts";
 import type { SocketPath } from "../spec/socket_path.ts";
 import type { NetnsPath } from "../spec/netns_path.ts";
 import type { ExecTarget, GuestCgroupStats, GuestVolumeMount } from "../guest_protocol.ts";
+import type { ResourcesUpdate } from "../linux_resources.ts";
 import type { CtrNicPlan } from "./plan_ctr_network.ts";
 
 /** A concrete backend (after `auto` is resolved). */
@@ -139,6 +140,11 @@ export interface VmHandle {
   readonly pid: number;
   /** Delivers a signal to the workload inside the VM. */
   signal(signo: number): Promise<void>;
+  /**
+   * True when the workload runs as a crun container in the guest (a pod VM's sandbox or a
+   * container added to it): it has a cgroup there that `update` and `pids` reach.
+   */
+  readonly crun?: boolean;
   /** Resolves once the VM is gone and every byte of workload output has been copied. */
   readonly exited: Promise<VmExit>;
   /** Stops the VM (if still running) and removes everything made for it. Idempotent. */
@@ -157,6 +163,13 @@ export interface VmHandle {
   stats?(container?: string): Promise<GuestCgroupStats>;
   /** Optional: the TCP ports something in the VM's network namespace listens on. */
   listening?(): Promise<number[]>;
+  /**
+   * Optional: applies new resource limits to the workload's container, or to `container` in a
+   * pod VM (`crun update` in the guest; crun mode); the shim's Update uses it.
+   */
+  update?(resources: ResourcesUpdate, container?: string): Promise<void>;
+  /** Optional: the guest pids in the workload's (or `container`'s) cgroup; the shim's Pids. */
+  pids?(container?: string): Promise<number[]>;
   /** Optional: the VM's volume share (QEMU with VmPlan.volumes). */
   volumes?: VolumeShareHandle;
 }

@@ -7,7 +7,8 @@
  * container that names the sandbox's IPC namespace sees the pod's IPC sysctl, an exec gets its
  * supplementary groups, and the guest kernel can make a Linux bridge. The pod VM reports each
  * container's cgroup counters, tells an OOM kill from a plain SIGKILL, kills a SIGKILLed exec,
- * and its listening ports are mirrored into a netns (CRI port-forward).
+ * and its listening ports are mirrored into a netns (CRI port-forward). Update changes a
+ * container's cgroup limits through `crun update`; Pids lists the guest pids in its cgroup.
  */
 import assert from "node:assert/strict";
 import { bootVm } from "../helpers/qemu_vm.ts";
@@ -18,6 +19,8 @@ import { startInPod, streamRootfsIn } from "../../lib/shim/pod_member.ts";
 import { cgroupMetrics } from "../../lib/shim/cgroup_metrics.ts";
 import { startPortMirror } from "../../lib/shim/port_forward.ts";
 import { makeTestNetns } from "../helpers/netns.ts";
+import { LINUX_RESOURCES_TYPE_URL, parseUpdateResources } from "../../lib/shim/task_queries.ts";
+import { GuestQueryError } from "../../lib/vm/channel_queries.ts";
 
 /** containerd's default capability set without CAP_CHOWN. */
 const CAPS: Record<string, number> = {
@@ -168,6 +171,59 @@ function podSpec(script: string, hostname: string): Record<string, unknown> {
   return s;
 }
 
+/** A pod VM whose sandbox runs `sleep`, the busybox image streamed in, and container "web". */
+interface PodWithWeb {
+  vm: Awaited<ReturnType<typeof bootVm>>;
+  /** The image's lower layer in the VM. */
+  lower: string;
+  /** Container "web": httpd serving `page` at 127.0.0.1:8080/index.html. */
+  web: Awaited<ReturnType<typeof start>>;
+}
+
+/**
+ * Boots a pod VM (sandbox hostname `box`, `sandbox` adjusting its spec), streams `rootfs` in as
+ * image `image` and starts container "web" (hostname `webHost`) serving `page`; waits until it
+ * serves. On failure the VM is stopped.
+ */
+async function bootPodWithWeb(rootfs: string, opts: {
+  box: string;
+  image: string;
+  webHost: string;
+  page: string;
+  sandbox?: (spec: Record<string, unknown>) => void;
+}): Promise<PodWithWeb> {
+  const sandbox = podSpec("echo sandbox-up; exec sleep 300", opts.box);
+  opts.sandbox?.(sandbox);
+  const vm = await bootVm({
+    rootfs,
+    script: "unused: the OCI spec's process runs",
+    network: { kind: "tsi", ports: [] },
+    oci: sandbox,
+  });
+  try {
+    await vm.waitStdout(/sandbox-up/);
+    const lower = await streamRootfsIn(vm.handle, opts.image, rootfs);
+    const webScript = `mkdir -p /www && echo ${opts.page} > /www/index.html && ` +
+      "echo web-up && exec httpd -f -p 127.0.0.1:8080 -h /www";
+    const web = await start(vm.handle, ["sh", "-c", webScript], {
+      container: {
+        id: "web",
+        spec: podSpec(webScript, opts.webHost),
+        rootfs: { kind: "path", path: lower },
+      },
+    });
+    for (let i = 0; i < 100 && !web.out().includes("web-up"); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.match(web.out(), /web-up/);
+    return { vm, lower, web };
+  } catch (err) {
+    await vm.handle.signal(9).catch(() => {});
+    await vm.done.catch(() => {});
+    throw err;
+  }
+}
+
 Deno.test("crun in the QEMU guest applies the OCI spec: capabilities, seccomp, NNP, readonly root", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nb-crun-" });
   try {
@@ -241,33 +297,18 @@ Deno.test("crun in the QEMU guest: containers added to the VM share localhost, n
   const dir = await Deno.makeTempDir({ prefix: "nb-crun-pod-" });
   try {
     await makeBusyboxRootfs(`${dir}/rootfs`);
-    const sandbox = podSpec("echo sandbox-up; exec sleep 300", "pod-box");
-    // A pod sysctl of the IPC namespace (default 10): containers joining that namespace see it.
-    (sandbox.linux as Record<string, unknown>).sysctl = { "fs.mqueue.msg_max": "100" };
-    const vm = await bootVm({
-      rootfs: `${dir}/rootfs`,
-      script: "unused: the OCI spec's process runs",
-      network: { kind: "tsi", ports: [] },
-      oci: sandbox,
+    // One image copy in the VM serves as the lower layer of "web" (twice, under the same id).
+    const { vm, lower: webLower, web } = await bootPodWithWeb(`${dir}/rootfs`, {
+      box: "pod-box",
+      image: "web-image",
+      webHost: "web-box",
+      page: "hello-from-web",
+      // A pod sysctl of the IPC namespace (default 10): containers joining that namespace see it.
+      sandbox: (spec) => {
+        (spec.linux as Record<string, unknown>).sysctl = { "fs.mqueue.msg_max": "100" };
+      },
     });
     try {
-      await vm.waitStdout(/sandbox-up/);
-      // One image copy in the VM serves as the lower layer of "web" (twice, under the same id).
-      const webLower = await streamRootfsIn(vm.handle, "web-image", `${dir}/rootfs`);
-      const webScript = "mkdir -p /www && echo hello-from-web > /www/index.html && " +
-        "echo web-up && exec httpd -f -p 127.0.0.1:8080 -h /www";
-      const web = await start(vm.handle, ["sh", "-c", webScript], {
-        container: {
-          id: "web",
-          spec: podSpec(webScript, "web-box"),
-          rootfs: { kind: "path", path: webLower },
-        },
-      });
-      for (let i = 0; i < 100 && !web.out().includes("web-up"); i++) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.match(web.out(), /web-up/);
-
       const clientScript = "wget -qO- http://127.0.0.1:8080/index.html; " +
         "ls /www 2>/dev/null || echo no-www; hostname; cat /proc/sys/fs/mqueue/msg_max";
       // The shim's way: the host rootfs dir is streamed into the VM, then the container runs there.
@@ -346,28 +387,13 @@ Deno.test("pod VM: cgroup stats, an OOM kill told apart, exec SIGKILL, listening
   const ns = await makeTestNetns("nbxpf");
   try {
     await makeBusyboxRootfs(`${dir}/rootfs`);
-    const vm = await bootVm({
-      rootfs: `${dir}/rootfs`,
-      script: "unused: the OCI spec's process runs",
-      network: { kind: "tsi", ports: [] },
-      oci: podSpec("echo sandbox-up; exec sleep 300", "stats-box"),
+    const { vm, lower } = await bootPodWithWeb(`${dir}/rootfs`, {
+      box: "stats-box",
+      image: "img",
+      webHost: "web",
+      page: "hello-forwarded",
     });
     try {
-      await vm.waitStdout(/sandbox-up/);
-      const lower = await streamRootfsIn(vm.handle, "img", `${dir}/rootfs`);
-      const webScript = "mkdir -p /www && echo hello-forwarded > /www/index.html && " +
-        "echo web-up && exec httpd -f -p 127.0.0.1:8080 -h /www";
-      const web = await start(vm.handle, ["sh", "-c", webScript], {
-        container: {
-          id: "web",
-          spec: podSpec(webScript, "web"),
-          rootfs: { kind: "path", path: lower },
-        },
-      });
-      for (let i = 0; i < 100 && !web.out().includes("web-up"); i++) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-
       // Stats: the guest's cgroup counters, as containerd's v2 Metrics.
       const stats = await vm.handle.stats!("web");
       assert.ok((stats.single["memory.current"] as number) > 0, JSON.stringify(stats));
@@ -430,6 +456,112 @@ Deno.test("pod VM: cgroup stats, an OOM kill told apart, exec SIGKILL, listening
     }
   } finally {
     await ns.delete();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("pod VM: Update changes a container's cgroup limits (crun update); Pids lists its guest processes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nb-crun-update-" });
+  try {
+    await makeBusyboxRootfs(`${dir}/rootfs`);
+    const { vm } = await bootPodWithWeb(`${dir}/rootfs`, {
+      box: "update-box",
+      image: "img",
+      webHost: "web",
+      page: "hello-update",
+    });
+    try {
+      // The shim's way: a container added by startInPod; its handle's queries name it.
+      let out = "";
+      const dec = new TextDecoder();
+      const script = "sleep 3001 & echo worker-up; wait";
+      const worker = await startInPod(
+        vm.handle,
+        "worker",
+        podSpec(script, "worker"),
+        `${dir}/rootfs`,
+        {
+          stdout: new WritableStream({ write: (c) => void (out += dec.decode(c)) }),
+          stderr: new WritableStream({ write: (c) => void (out += dec.decode(c)) }),
+          terminal: false,
+        },
+      );
+      for (let i = 0; i < 100 && !out.includes("worker-up"); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.match(out, /worker-up/);
+      assert.equal(worker.crun, true);
+
+      // Update: containerd's Any (OCI LinuxResources JSON) parsed at the edge, applied by crun.
+      const resources = parseUpdateResources({
+        typeUrl: LINUX_RESOURCES_TYPE_URL,
+        value: new TextEncoder().encode(JSON.stringify({
+          devices: [{ allow: false, access: "rwm" }],
+          memory: { limit: 48 * 1024 * 1024 },
+          pids: { limit: 40 },
+          cpu: { quota: 50000, period: 100000 },
+        })),
+      });
+      const before = await worker.stats!();
+      assert.notEqual(before.single["memory.max"], 48 * 1024 * 1024, JSON.stringify(before));
+      await worker.update!(resources);
+      const after = await worker.stats!();
+      assert.equal(after.single["memory.max"], 48 * 1024 * 1024, JSON.stringify(after));
+      assert.equal(after.single["pids.max"], 40, JSON.stringify(after));
+      // The cgroup file itself, read in the VM (not in the container).
+      const cpuMax = await execOut(vm.handle, [
+        "/bin/busybox",
+        "cat",
+        "/sys/fs/cgroup/nerdbox/worker/cpu.max",
+      ], {
+        guest: true,
+      });
+      assert.deepEqual(cpuMax, { code: 0, out: "50000 100000\n" });
+      // Another container is untouched.
+      assert.notEqual((await vm.handle.stats!("web")).single["memory.max"], 48 * 1024 * 1024);
+      // A container the VM does not have, and a value crun/the kernel refuses, are errors.
+      await assert.rejects(
+        vm.handle.update!({ memory: { limit: 1 << 26 } }, "nosuch"),
+        (e: unknown) => e instanceof GuestQueryError && e.reason === "not_found",
+      );
+      await assert.rejects(
+        worker.update!({ cpu: { cpus: "63" } }),
+        (e: unknown) =>
+          e instanceof GuestQueryError && e.reason === "failed" &&
+          /crun update worker/.test(e.message),
+      );
+
+      // Pids: guest pids (the VM's pid namespace) of the shell and the sleep it forked.
+      const pids = await worker.pids!();
+      assert.equal(pids.length, 2, JSON.stringify(pids));
+      const comms = await execOut(vm.handle, [
+        "/bin/busybox",
+        "sh",
+        "-c",
+        pids.map((p) => `cat /proc/${p}/comm`).join("; "),
+      ], { guest: true });
+      assert.equal(comms.code, 0, comms.out);
+      assert.deepEqual(comms.out.trim().split("\n").sort(), ["sh", "sleep"]);
+      const child = await execOut(vm.handle, [
+        "/bin/busybox",
+        "sh",
+        "-c",
+        `tr '\\0' ' ' < /proc/${Math.max(...pids)}/cmdline`,
+      ], { guest: true });
+      assert.equal(child.out.trim(), "sleep 3001", "the forked child is listed");
+      // The sandbox's own container: its sleep.
+      assert.equal((await vm.handle.pids!()).length, 1);
+
+      await worker.dispose();
+      await assert.rejects(
+        vm.handle.pids!("worker"),
+        (e: unknown) => e instanceof GuestQueryError && e.reason === "not_found",
+      );
+    } finally {
+      await vm.handle.signal(9).catch(() => {});
+      await vm.done.catch(() => {});
+    }
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

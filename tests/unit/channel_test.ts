@@ -14,6 +14,7 @@ import {
   MsgType,
 } from "../../lib/guest_protocol.ts";
 import { GuestChannel } from "../../lib/vm/channel.ts";
+import { GuestQueryError } from "../../lib/vm/channel_queries.ts";
 import { guestErrorExit } from "../../lib/vm/guest_error.ts";
 import { buildGuestConfig } from "../../lib/vm/guest_config.ts";
 import type { VmPlan } from "../../lib/vm/types.ts";
@@ -458,6 +459,62 @@ Deno.test("query: stats and listening answered by REPLY; an error reply rejects;
     assert.deepEqual(await done, { code: 137, oomKilled: true });
     await assert.rejects(pending, /the VM ended/);
     await assert.rejects(ch.stats(), /not running/);
+    ch.close();
+  } finally {
+    await p.cleanup();
+  }
+});
+
+Deno.test("query: update and pids carry their payloads; a guest reason becomes GuestQueryError.reason", async () => {
+  const p = await pair();
+  try {
+    const ch = new GuestChannel(p.host);
+    const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
+      stdout: collector().stream,
+      stderr: collector().stream,
+    });
+    await p.guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION }));
+    await readFrames(p.guest, 2); // CONFIG, STDIN_EOF
+    const updated = ch.update({ memory: { limit: 1 << 26 } }, "web");
+    const pids = ch.pids("web");
+    const missing = ch.update({ pids: { limit: 5 } }, "nosuch");
+    const q = await readFrames(p.guest, 3);
+    assert.deepEqual(decodeJson(q[0].payload), {
+      kind: "update",
+      container: "web",
+      resources: { memory: { limit: 1 << 26 } },
+    });
+    assert.deepEqual(decodeJson(q[1].payload), { kind: "pids", container: "web" });
+    await p.guest.write(encodeJsonFrame(MsgType.REPLY, q[0].proc, { updated: true }));
+    await p.guest.write(encodeJsonFrame(MsgType.REPLY, q[1].proc, { pids: [12, 0, 40, -1] }));
+    await p.guest.write(
+      encodeJsonFrame(MsgType.REPLY, q[2].proc, {
+        error: "no container nosuch",
+        reason: "not_found",
+      }),
+    );
+    await updated;
+    assert.deepEqual(await pids, [12, 40], "only positive integers are pids");
+    await assert.rejects(
+      missing,
+      (e: unknown) =>
+        e instanceof GuestQueryError && e.reason === "not_found" && /nosuch/.test(e.message),
+    );
+    // An unknown reason from the guest is a plain failure.
+    const odd = ch.pids();
+    const [o] = await readFrames(p.guest, 1);
+    assert.deepEqual(decodeJson(o.payload), { kind: "pids", container: "workload" });
+    await p.guest.write(encodeJsonFrame(MsgType.REPLY, o.proc, { error: "x", reason: "bogus" }));
+    await assert.rejects(
+      odd,
+      (e: unknown) => e instanceof GuestQueryError && e.reason === "failed",
+    );
+    await p.guest.write(encodeJsonFrame(MsgType.EXIT, 0, { code: 0 }));
+    assert.deepEqual(await done, { code: 0 });
+    await assert.rejects(
+      ch.pids(),
+      (e: unknown) => e instanceof GuestQueryError && e.reason === "not_running",
+    );
     ch.close();
   } finally {
     await p.cleanup();
