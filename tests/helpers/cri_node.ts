@@ -234,7 +234,7 @@ export async function startCriNode(opts: CriNodeOptions = {}): Promise<CriNode> 
   const name = `nbcri-${id}`;
   const bridge = `nbc${id}`;
   const netName = `nerdbox-cri-${id}`;
-  const dir = `/var/lib/${name}/node`;
+  const dir = `/var/lib/${name}.node`; // beside containerd's /var/lib/<name>, which it wipes
   const netnsBefore = new Set(await netnsNames());
   const dirsBefore = new Set<string>();
   for (const d of ["/var/lib/cni/results", "/var/lib/cni/networks", "/var/lib/cni", "/run/netns"]) {
@@ -256,7 +256,7 @@ export async function startCriNode(opts: CriNodeOptions = {}): Promise<CriNode> 
       stdin: o.input !== undefined ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
-      signal: AbortSignal.timeout(o.timeoutMs ?? 300_000),
+      signal: AbortSignal.timeout(o.timeoutMs ?? 600_000),
     }).spawn();
     if (o.input !== undefined) {
       const w = child.stdin.getWriter();
@@ -313,8 +313,10 @@ export async function startCriNode(opts: CriNodeOptions = {}): Promise<CriNode> 
     for (const d of [results, "/var/lib/cni/networks", "/var/lib/cni", "/run/netns"]) {
       if (!dirsBefore.has(d)) await Deno.remove(d).catch(() => {}); // only when empty
     }
-    for (const m of await mountsUnder(`/var/lib/${name}`)) await run("umount", ["-l", m]);
-    await Deno.remove(`/var/lib/${name}`, { recursive: true }).catch(() => {});
+    for (const d of [`/var/lib/${name}`, dir]) {
+      for (const m of await mountsUnder(d)) await run("umount", ["-l", m]);
+      await Deno.remove(d, { recursive: true }).catch(() => {});
+    }
     await Deno.remove(`/run/${name}`, { recursive: true }).catch(() => {});
   };
 
@@ -350,7 +352,7 @@ export async function startCriNode(opts: CriNodeOptions = {}): Promise<CriNode> 
     });
     await Deno.writeTextFile(
       `${dir}/crictl.yaml`,
-      `runtime-endpoint: unix://${ctd.address}\nimage-endpoint: unix://${ctd.address}\ntimeout: 120\n`,
+      `runtime-endpoint: unix://${ctd.address}\nimage-endpoint: unix://${ctd.address}\ntimeout: 600\n`,
     );
     const c = ctd;
     const importImage = async (ref: string, o: { applets: string[]; cmd?: string[] }) => {
@@ -395,6 +397,7 @@ export async function startCriNode(opts: CriNodeOptions = {}): Promise<CriNode> 
       }).spawn(),
     writeJson,
     async runPod(config, runtime = runtimeDefault) {
+      await Deno.mkdir(`${dir}/logs/${config.metadata.uid}`, { recursive: true });
       const file = await writeJson(`pod-${config.metadata.uid}.json`, {
         log_directory: `${dir}/logs/${config.metadata.uid}`,
         ...config,
