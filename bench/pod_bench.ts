@@ -75,13 +75,26 @@ function descendants(pid: number): number[] {
   return out;
 }
 
-/** PSS of `pid` in KiB, all and of shared memory (Pss_Shmem), or undefined when it is gone. */
-function pssKiB(pid: number): { all: number; shmem: number } | undefined {
+/** A process's PSS in KiB: all, and its anonymous, file-backed and shared-memory parts. */
+interface Pss {
+  all: number;
+  anon: number;
+  file: number;
+  shmem: number;
+}
+
+/** The PSS of `pid` (/proc/PID/smaps_rollup), or undefined when it is gone. */
+function pssKiB(pid: number): Pss | undefined {
   try {
     const text = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
     const field = (name: string) =>
       Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? NaN);
-    return { all: field("Pss"), shmem: field("Pss_Shmem") };
+    return {
+      all: field("Pss"),
+      anon: field("Pss_Anon"),
+      file: field("Pss_File"),
+      shmem: field("Pss_Shmem"),
+    };
   } catch {
     return undefined;
   }
@@ -107,19 +120,25 @@ interface TreeMemory {
   pssKiB: Map<string, number>;
   /** How many processes had each name. */
   procCount: Map<string, number>;
-  /** Of the whole tree's PSS, shared memory (for nerdbox: the guest RAM memfd). */
-  shmemKiB: number;
+  /** The whole tree's PSS by kind (shmem, for nerdbox: the guest RAM memfd). */
+  kinds: Omit<Pss, "all">;
 }
 
 /** PSS and count by process name, and the shared-memory part of the sum. */
 function treePss(tree: { shims: number[]; below: number[] }): TreeMemory {
-  const mem: TreeMemory = { pssKiB: new Map(), procCount: new Map(), shmemKiB: 0 };
+  const mem: TreeMemory = {
+    pssKiB: new Map(),
+    procCount: new Map(),
+    kinds: { anon: 0, file: 0, shmem: 0 },
+  };
   const add = (name: string, pid: number) => {
     const kib = pssKiB(pid);
     if (kib === undefined) return;
     mem.pssKiB.set(name, (mem.pssKiB.get(name) ?? 0) + kib.all);
     mem.procCount.set(name, (mem.procCount.get(name) ?? 0) + 1);
-    mem.shmemKiB += kib.shmem;
+    mem.kinds.anon += kib.anon;
+    mem.kinds.file += kib.file;
+    mem.kinds.shmem += kib.shmem;
   };
   for (const p of tree.shims) add("shim", p);
   for (const p of tree.below) add(commOf(p), p);
@@ -169,7 +188,7 @@ async function podRound(node: CriNode, rt: CriRuntime, tag: string): Promise<Pod
     await expectRunning(node, c1);
     const createLaterMs: number[] = [];
     const startLaterMs: number[] = [];
-    let mem: TreeMemory = { pssKiB: new Map(), procCount: new Map(), shmemKiB: 0 };
+    let mem = treePss({ shims: [], below: [] });
     for (let n = 2; n < 2 + LATER_CONTAINERS; n++) {
       const [c, createMs] = await timed(() => node.createContainer(id, ctr(n), pod));
       const [, startMs] = await timed(() => node.startContainer(c));
@@ -200,6 +219,11 @@ async function expectRunning(node: CriNode, id: string): Promise<void> {
   if (state !== "CONTAINER_RUNNING") throw new Error(`container ${id}: state ${state} after start`);
 }
 
+const KIND_LABEL = {
+  anon: "anonymous (Pss_Anon)",
+  file: "file-backed (Pss_File)",
+  shmem: "shmem (Pss_Shmem; nerdbox: guest RAM)",
+};
 const ms = (x: number) => `${x.toFixed(0)} ms`;
 const mib = (k: number) => `${(k / 1024).toFixed(1)} MiB`;
 
@@ -268,11 +292,13 @@ async function podBench(rounds: number): Promise<string> {
       mib(memTotal("nerdbox")),
       memTotal("nerdbox") / memTotal("runc"),
     ),
-    row(
-      "  of which shared memory (nerdbox: guest RAM memfd)",
-      mib(med("runc", (r) => r.mem.shmemKiB)),
-      mib(med("nerdbox", (r) => r.mem.shmemKiB)),
-      NaN,
+    ...(["anon", "file", "shmem"] as const).map((k) =>
+      row(
+        `  of which ${KIND_LABEL[k]}`,
+        mib(med("runc", (r) => r.mem.kinds[k])),
+        mib(med("nerdbox", (r) => r.mem.kinds[k])),
+        NaN,
+      )
     ),
     ...names.map((n) => {
       const a = med("runc", (r) => r.mem.pssKiB.get(n) ?? 0);
