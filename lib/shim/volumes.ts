@@ -12,6 +12,7 @@ import { GUEST_VOLUMES_DIR, type GuestVolumeMount } from "../guest_protocol.ts";
 import { type SpecError, SpecValidationError } from "../spec/types.ts";
 import type { VmHandle, VmPlan, VolumeBind } from "../vm/types.ts";
 import { virtiofsAvailable } from "../vm/virtiofs.ts";
+import { parseResolvConf } from "../net/resolv_conf.ts";
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -114,12 +115,24 @@ export async function planVolumes(
     : virtiofsAvailable();
   if (why) {
     if (found.binds.length > 0) warn(`host bind mounts left out of the VM (${why}): ${dests}`);
+    await dnsFromResolvBind(plan, found);
     return;
   }
   if (found.binds.length === 0 && !podSandbox) return;
   await checkSources(found.binds);
   plan.volumes = { binds: found.binds, mounts: plan.oci ? [] : found.mounts };
   if (plan.oci) plan.oci = found.spec;
+}
+
+/**
+ * Without a share, the spec's /etc/resolv.conf bind (CRI's, from the pod's dns_config) becomes
+ * the VM's DNS settings, which init writes into /etc/resolv.conf; a plan that has DNS keeps it.
+ */
+async function dnsFromResolvBind(plan: VmPlan, found: SpecBinds): Promise<void> {
+  const i = found.mounts.findIndex((m) => m.destination.replace(/\/+$/, "") === "/etc/resolv.conf");
+  if (plan.dns || i < 0) return;
+  const text = await Deno.readTextFile(found.binds[i].source).catch(() => undefined);
+  if (text !== undefined) plan.dns = parseResolvConf(text);
 }
 
 /**

@@ -15,6 +15,7 @@ import { procRef, type RunRecord } from "./run_state.ts";
 import { dgramLocalSocket } from "./plan_network.ts";
 import type { QemuNic } from "./qemu_argv.ts";
 import type { NetworkPlan } from "./types.ts";
+import { parseResolvConf } from "../net/resolv_conf.ts";
 
 /** What realising a network needs from the run. */
 export interface QemuNetContext {
@@ -132,18 +133,7 @@ export async function podDns(
     text = await Deno.readTextFile(f).catch(() => "");
     if (text) break;
   }
-  const out = { nameservers: [] as string[], search: [] as string[], options: [] as string[] };
-  for (const line of text.split("\n")) {
-    const [key, ...vals] = line.trim().split(/\s+/);
-    if (key === "nameserver" && vals[0] && /^[0-9a-fA-F.:]+$/.test(vals[0])) {
-      if (!/^127\.|^::1$/.test(vals[0])) out.nameservers.push(vals[0]);
-    } else if (key === "search" || key === "domain") {
-      out.search = vals.filter((v) => /^[A-Za-z0-9.-]+$/.test(v));
-    } else if (key === "options") {
-      out.options = vals.filter((v) => /^[A-Za-z0-9:_-]+$/.test(v));
-    }
-  }
-  return out;
+  return parseResolvConf(text);
 }
 
 /** How long after passt's exit QEMU must still run for passt's exit to count as a loss. */

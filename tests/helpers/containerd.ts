@@ -82,13 +82,20 @@ async function cleanDir(dir: string): Promise<void> {
   await Deno.remove(dir, { recursive: true }).catch(() => {});
 }
 
+/** Extras for a containerd that serves CRI (tests/helpers/cri_node.ts). */
+export interface ContainerdExtras {
+  /** TOML appended to the config; when set, the CRI plugin is left enabled. */
+  criConfig?: string;
+}
+
 /**
  * Starts containerd `line` under `/run/<name>` and `/var/lib/<name>` (both wiped first); config
- * version 2 for 1.x, 3 for 2.x.
+ * version 2 for 1.x, 3 for 2.x; CRI off unless `extras.criConfig` is given.
  */
 export async function startContainerd(
   name = "nerdbox-shim-test",
   line: ContainerdLine = "1.6",
+  extras: ContainerdExtras = {},
 ): Promise<Containerd> {
   const binDir = containerdBinDir(line);
   const containerdBin = `${binDir}/containerd`;
@@ -117,7 +124,9 @@ export async function startContainerd(
       `version = ${line.startsWith("2.") ? 3 : 2}`,
       `root = "${root}"`,
       `state = "${state}"`,
-      line.startsWith("2.")
+      extras.criConfig !== undefined
+        ? ""
+        : line.startsWith("2.")
         ? `disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"]`
         : `disabled_plugins = ["io.containerd.grpc.v1.cri"]`,
       "[grpc]",
@@ -126,12 +135,15 @@ export async function startContainerd(
       `  address = "${address}.ttrpc"`,
       "[debug]",
       `  level = "debug"`,
+      extras.criConfig ?? "",
       "",
     ].join("\n"),
   );
   const logPath = `${runDir}/containerd.log`;
   const log = await Deno.open(logPath, { write: true, create: true, truncate: true });
-  const env = { PATH: `${REPO}/bin:${Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin"}` };
+  const env = {
+    PATH: `${REPO}/bin:${binDir}:${Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin"}`,
+  };
   const child = new Deno.Command(containerdBin, {
     args: ["--config", config],
     env,
@@ -288,11 +300,23 @@ export const IMAGE_APPLETS = [
   "dd",
 ];
 
+/** What the busybox image holds besides busybox (defaults: IMAGE_APPLETS, `Cmd: ["/bin/sh"]`). */
+export interface BusyboxImageOptions {
+  /** Applet links in /bin. */
+  applets?: string[];
+  /** The image config's Cmd. */
+  cmd?: string[];
+}
+
 /**
  * Builds a one-layer OCI image layout tar (`ref` as its name) around the host's static busybox,
  * at `out`. Deterministic: the same busybox gives the same bytes.
  */
-export async function buildBusyboxImage(out: string, ref = IMAGE): Promise<void> {
+export async function buildBusyboxImage(
+  out: string,
+  ref = IMAGE,
+  opts: BusyboxImageOptions = {},
+): Promise<void> {
   const busybox = ["/bin/busybox", "/usr/bin/busybox"].find((p) => {
     try {
       return Deno.statSync(p).isFile;
@@ -309,7 +333,7 @@ export async function buildBusyboxImage(out: string, ref = IMAGE): Promise<void>
     }
     await Deno.copyFile(busybox, `${r}/bin/busybox`);
     await Deno.chmod(`${r}/bin/busybox`, 0o755);
-    for (const a of IMAGE_APPLETS) await Deno.symlink("busybox", `${r}/bin/${a}`);
+    for (const a of opts.applets ?? IMAGE_APPLETS) await Deno.symlink("busybox", `${r}/bin/${a}`);
     await Deno.writeTextFile(`${r}/etc/passwd`, "root:x:0:0:root:/root:/bin/sh\n");
     await Deno.writeTextFile(`${r}/etc/group`, "root:x:0:\n");
     const blobs = `${w}/o/blobs/sha256`;
@@ -342,7 +366,7 @@ export async function buildBusyboxImage(out: string, ref = IMAGE): Promise<void>
       JSON.stringify({
         architecture: "amd64",
         os: "linux",
-        config: { Env: ["PATH=/bin"], Cmd: ["/bin/sh"], WorkingDir: "/" },
+        config: { Env: ["PATH=/bin"], Cmd: opts.cmd ?? ["/bin/sh"], WorkingDir: "/" },
         rootfs: { type: "layers", diff_ids: [`sha256:${diffId}`] },
       }),
     );
@@ -389,9 +413,13 @@ export async function buildBusyboxImage(out: string, ref = IMAGE): Promise<void>
 }
 
 /** Builds the busybox image and imports it into `ctd` (as IMAGE). */
-export async function importBusyboxImage(ctd: Containerd, ref = IMAGE): Promise<void> {
+export async function importBusyboxImage(
+  ctd: Containerd,
+  ref = IMAGE,
+  opts: BusyboxImageOptions = {},
+): Promise<void> {
   const tar = `/run/${ctd.name}/bbtest.tar`;
-  await buildBusyboxImage(tar, ref);
+  await buildBusyboxImage(tar, ref, opts);
   const r = await ctd.ctr(["images", "import", tar]);
   await Deno.remove(tar).catch(() => {});
   if (r.code !== 0) throw new Error(`ctr images import failed: ${r.stderr}`);

@@ -109,6 +109,37 @@ Deno.test("planVolumes: QEMU shares; libkrun leaves binds out with a warning; po
   );
 });
 
+Deno.test("planVolumes without a share: CRI's resolv.conf bind becomes the VM's DNS settings", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nerdbox-resolv-" });
+  try {
+    await Deno.writeTextFile(
+      `${dir}/resolv.conf`,
+      "search ns1.svc.cluster.local cluster.local\nnameserver 10.96.0.10\nnameserver 127.0.0.53\n" +
+        "options ndots:5\n",
+    );
+    const resolv = { destination: "/etc/resolv.conf", type: "bind", source: `${dir}/resolv.conf` };
+    const spec = { process: {}, mounts: [{ ...resolv, options: ["rbind", "ro"] }] };
+    const k = plan("libkrun", spec);
+    await planVolumes(k, spec, "p1", true, () => {});
+    deepEqual(k.dns, {
+      nameservers: ["10.96.0.10"],
+      search: ["ns1.svc.cluster.local", "cluster.local"],
+      options: ["ndots:5"],
+    });
+    const own = {
+      ...plan("libkrun", spec),
+      dns: { nameservers: ["1.1.1.1"], search: [], options: [] },
+    };
+    await planVolumes(own, spec, "p1", true, () => {});
+    deepEqual(own.dns?.nameservers, ["1.1.1.1"], "a plan's own DNS wins");
+    const q = plan("qemu", spec);
+    await planVolumes(q, spec, "p1", true, () => {});
+    equal(q.dns, undefined, "QEMU shares the file itself");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("guest CONFIG volumes: parsed; bad fields named", () => {
   const base = {
     version: 1,
