@@ -7,6 +7,7 @@
 import { exists } from "../../lib/fs.ts";
 import { shimPidsOf } from "./procs.ts";
 import { killAfter } from "../../lib/helper_process.ts";
+import { checkErofsHost, EROFS_BIN_DIR, erofsConfigLines } from "./containerd_erofs.ts";
 
 /** The repository root. */
 export const REPO = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -82,6 +83,12 @@ async function cleanDir(dir: string): Promise<void> {
   await Deno.remove(dir, { recursive: true }).catch(() => {});
 }
 
+/** Extra features of the test containerd. */
+export interface ContainerdOptions {
+  /** Also run the erofs snapshotter and differ (2.x only; tests/helpers/containerd_erofs.ts). */
+  erofs?: boolean;
+}
+
 /**
  * Starts containerd `line` under `/run/<name>` and `/var/lib/<name>` (both wiped first); config
  * version 2 for 1.x, 3 for 2.x.
@@ -89,7 +96,12 @@ async function cleanDir(dir: string): Promise<void> {
 export async function startContainerd(
   name = "nerdbox-shim-test",
   line: ContainerdLine = "1.6",
+  opts: ContainerdOptions = {},
 ): Promise<Containerd> {
+  if (opts.erofs) {
+    if (!line.startsWith("2.")) throw new Error(`containerd ${line} has no erofs snapshotter`);
+    await checkErofsHost();
+  }
   const binDir = containerdBinDir(line);
   const containerdBin = `${binDir}/containerd`;
   const ctrBin = `${binDir}/ctr`;
@@ -126,12 +138,18 @@ export async function startContainerd(
       `  address = "${address}.ttrpc"`,
       "[debug]",
       `  level = "debug"`,
+      ...(opts.erofs ? erofsConfigLines() : []),
       "",
     ].join("\n"),
   );
   const logPath = `${runDir}/containerd.log`;
   const log = await Deno.open(logPath, { write: true, create: true, truncate: true });
-  const env = { PATH: `${REPO}/bin:${Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin"}` };
+  const path = [
+    `${REPO}/bin`,
+    ...(opts.erofs ? [EROFS_BIN_DIR] : []),
+    Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+  ];
+  const env = { PATH: path.join(":") };
   const child = new Deno.Command(containerdBin, {
     args: ["--config", config],
     env,
@@ -388,11 +406,16 @@ export async function buildBusyboxImage(out: string, ref = IMAGE): Promise<void>
   }
 }
 
-/** Builds the busybox image and imports it into `ctd` (as IMAGE). */
-export async function importBusyboxImage(ctd: Containerd, ref = IMAGE): Promise<void> {
+/** Builds the busybox image and imports it into `ctd` (as IMAGE), unpacked for `snapshotter`. */
+export async function importBusyboxImage(
+  ctd: Containerd,
+  ref = IMAGE,
+  snapshotter?: string,
+): Promise<void> {
   const tar = `/run/${ctd.name}/bbtest.tar`;
   await buildBusyboxImage(tar, ref);
-  const r = await ctd.ctr(["images", "import", tar]);
+  const sn = snapshotter ? ["--snapshotter", snapshotter] : [];
+  const r = await ctd.ctr(["images", "import", ...sn, tar]);
   await Deno.remove(tar).catch(() => {});
   if (r.code !== 0) throw new Error(`ctr images import failed: ${r.stderr}`);
 }
