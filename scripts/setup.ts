@@ -7,6 +7,7 @@ import { installNestedKernel } from "./setup_nested.ts";
 import { installOciClients } from "./setup_podman.ts";
 import { installPrivateContainerd, installPrivateGvproxy } from "./setup_containerd.ts";
 import { installPodPackages } from "./setup_pods.ts";
+import { installPrivateErofsUtils } from "./setup_erofs_utils.ts";
 
 /** Debian packages nerdbox and its tests use. */
 export const DEBIAN_PACKAGES = [
@@ -70,6 +71,7 @@ async function main(): Promise<void> {
   await installOciClients();
   await installPrivateContainerd();
   await installPrivateGvproxy();
+  await installPrivateErofsUtils();
   await installPodPackages();
   // Cache the program's own dependencies so later runs need no network.
   await run(Deno.execPath(), ["install", "--quiet"]);

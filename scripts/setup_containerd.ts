@@ -29,7 +29,8 @@ export function containerdDir(line: string): string {
 
 const dec = new TextDecoder();
 
-async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
+/** Runs `cmd args` (in `cwd`); returns stdout, throws with the tail of stderr on failure. */
+export async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
   const out = await new Deno.Command(cmd, {
     args,
     cwd,
@@ -61,15 +62,21 @@ function aptOptions(dir: string): string[] {
   ];
 }
 
-/** Writes the private sources list for `suite` and fetches its package lists (once per run). */
-async function prepareSuite(suite: string): Promise<string[]> {
-  const dir = `${PRIVATE_ROOT}/apt/${suite}`;
+/**
+ * Writes the private sources list for `suite` (binary packages, or `deb-src` source packages under
+ * `<suite>-src`) and fetches its package lists; returns the apt options that use them.
+ */
+export async function prepareSuite(
+  suite: string,
+  types: "deb" | "deb-src" = "deb",
+): Promise<string[]> {
+  const dir = `${PRIVATE_ROOT}/apt/${suite}${types === "deb-src" ? "-src" : ""}`;
   await Deno.mkdir(`${dir}/lists/partial`, { recursive: true });
   await Deno.mkdir(`${dir}/cache/archives/partial`, { recursive: true });
   await Deno.writeTextFile(
     `${dir}/suite.sources`,
     [
-      "Types: deb",
+      `Types: ${types}`,
       "URIs: http://deb.debian.org/debian",
       `Suites: ${suite}`,
       "Components: main",
@@ -88,7 +95,8 @@ export async function hostGlibc(): Promise<string> {
   return out.split("-")[0];
 }
 
-function versionAtLeast(have: string, need: string): boolean {
+/** Whether dotted version `have` is at least `need` ("1.8.6" ≥ "1.7"). */
+export function versionAtLeast(have: string, need: string): boolean {
   const a = have.split(".").map(Number);
   const b = need.split(".").map(Number);
   for (let i = 0; i < Math.max(a.length, b.length); i++) {

@@ -7,6 +7,7 @@
 import { exists } from "../../lib/fs.ts";
 import { shimPidsOf } from "./procs.ts";
 import { killAfter } from "../../lib/helper_process.ts";
+import { checkErofsHost, EROFS_BIN_DIR, erofsConfigLines } from "./containerd_erofs.ts";
 
 /** The repository root. */
 export const REPO = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -82,10 +83,12 @@ async function cleanDir(dir: string): Promise<void> {
   await Deno.remove(dir, { recursive: true }).catch(() => {});
 }
 
-/** Extras for a containerd that serves CRI (tests/helpers/cri_node.ts). */
-export interface ContainerdExtras {
-  /** TOML appended to the config; when set, the CRI plugin is left enabled. */
+/** Extra features of the test containerd. */
+export interface ContainerdOptions {
+  /** TOML appended to the config; when set, the CRI plugin is left enabled (cri_node.ts). */
   criConfig?: string;
+  /** Also run the erofs snapshotter and differ (2.x only; tests/helpers/containerd_erofs.ts). */
+  erofs?: boolean;
 }
 
 /**
@@ -95,8 +98,12 @@ export interface ContainerdExtras {
 export async function startContainerd(
   name = "nerdbox-shim-test",
   line: ContainerdLine = "1.6",
-  extras: ContainerdExtras = {},
+  opts: ContainerdOptions = {},
 ): Promise<Containerd> {
+  if (opts.erofs) {
+    if (!line.startsWith("2.")) throw new Error(`containerd ${line} has no erofs snapshotter`);
+    await checkErofsHost();
+  }
   const binDir = containerdBinDir(line);
   const containerdBin = `${binDir}/containerd`;
   const ctrBin = `${binDir}/ctr`;
@@ -124,7 +131,7 @@ export async function startContainerd(
       `version = ${line.startsWith("2.") ? 3 : 2}`,
       `root = "${root}"`,
       `state = "${state}"`,
-      extras.criConfig !== undefined
+      opts.criConfig !== undefined
         ? ""
         : line.startsWith("2.")
         ? `disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images"]`
@@ -135,15 +142,20 @@ export async function startContainerd(
       `  address = "${address}.ttrpc"`,
       "[debug]",
       `  level = "debug"`,
-      extras.criConfig ?? "",
+      opts.criConfig ?? "",
+      ...(opts.erofs ? erofsConfigLines() : []),
       "",
     ].join("\n"),
   );
   const logPath = `${runDir}/containerd.log`;
   const log = await Deno.open(logPath, { write: true, create: true, truncate: true });
-  const env = {
-    PATH: `${REPO}/bin:${binDir}:${Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin"}`,
-  };
+  const path = [
+    `${REPO}/bin`,
+    binDir,
+    ...(opts.erofs ? [EROFS_BIN_DIR] : []),
+    Deno.env.get("PATH") ?? "/usr/sbin:/usr/bin:/sbin:/bin",
+  ];
+  const env = { PATH: path.join(":") };
   const child = new Deno.Command(containerdBin, {
     args: ["--config", config],
     env,
@@ -412,15 +424,20 @@ export async function buildBusyboxImage(
   }
 }
 
-/** Builds the busybox image and imports it into `ctd` (as IMAGE). */
+/**
+ * Builds the busybox image (`opts` as buildBusyboxImage) and imports it into `ctd` (as IMAGE),
+ * unpacked for `opts.snapshotter` when given.
+ */
 export async function importBusyboxImage(
   ctd: Containerd,
   ref = IMAGE,
-  opts: BusyboxImageOptions = {},
+  opts: BusyboxImageOptions & { snapshotter?: string } = {},
 ): Promise<void> {
   const tar = `/run/${ctd.name}/bbtest.tar`;
-  await buildBusyboxImage(tar, ref, opts);
-  const r = await ctd.ctr(["images", "import", tar]);
+  const { snapshotter, ...image } = opts;
+  await buildBusyboxImage(tar, ref, image);
+  const sn = snapshotter ? ["--snapshotter", snapshotter] : [];
+  const r = await ctd.ctr(["images", "import", ...sn, tar]);
   await Deno.remove(tar).catch(() => {});
   if (r.code !== 0) throw new Error(`ctr images import failed: ${r.stderr}`);
 }

@@ -3,12 +3,12 @@
  * real mkfs.erofs from a busybox rootfs, handed to the shim's Task service as the mount list
  * containerd 2.2's erofs snapshotter + mount manager produce (`erofs` layer mounts and a
  * `format/mkdir/overlay` over `{{ overlay 0 1 }}`). That list is a named stand-in for containerd
- * 2.2: this host's kernel has no erofs, so the real snapshotter cannot run here, and no 2.2 package
- * exists. The layers reach the guest as read-only virtio-blk devices (QEMU `-drive …,readonly=on`);
- * the guest mounts them as erofs and stacks them under a tmpfs upper. Proven: files of both layers
- * visible, the upper layer wins (and its whiteout hides a base file), writes land in the guest's
- * tmpfs (the images and the snapshot's host upperdir are unchanged), nothing of the image is
- * mounted on the host, and Delete leaves nothing.
+ * 2.2 (no 2.2 package exists; containerd 2.1's real erofs snapshotter runs in
+ * tests/integration/shim_versions_test.ts). The layers reach the guest as read-only virtio-blk
+ * devices (QEMU `-drive …,readonly=on`); the guest mounts them as erofs and stacks them under a
+ * tmpfs upper. Proven: files of both layers visible, the upper layer wins (and its whiteout hides
+ * a base file), writes land in the guest's tmpfs (the images and the snapshot's host upperdir are
+ * unchanged), nothing of the image is mounted on the host, and Delete leaves nothing.
  */
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";

@@ -4,12 +4,14 @@
  * `ctr plugins inspect-runtime` (2.x), run with exit status and output, `-t` with a controlling
  * terminal, SIGKILL while the VM boots, exec, kill, delete, events and nothing left behind.
  */
-import { equal, match, ok } from "node:assert/strict";
+import { deepEqual, doesNotMatch, equal, match, ok } from "node:assert/strict";
 import {
+  type Containerd,
   CONTAINERD_LINES,
   type ContainerdLine,
   IMAGE,
   importBusyboxImage,
+  mountsUnder,
   RUNTIME,
   startContainerd,
 } from "../helpers/containerd.ts";
@@ -24,6 +26,8 @@ import {
 import { type Provider, startPasst } from "../helpers/providers.ts";
 import { startGvproxyBinary } from "../helpers/gvproxy_bin.ts";
 import { assertSessionLeader, underScript } from "../helpers/tty.ts";
+import { EROFS_SNAPSHOTTER } from "../helpers/containerd_erofs.ts";
+import { listProcesses } from "../helpers/procs.ts";
 
 const R = ["--runtime", RUNTIME];
 
@@ -34,7 +38,9 @@ for (const line of CONTAINERD_LINES) {
 }
 
 async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<void> {
-  const ctd = await startContainerd(`nerdbox-shim-v${line.replace(".", "")}`, line);
+  // 2.x also runs the erofs snapshotter (with the private mkfs.erofs of deno task setup)
+  const erofs = line.startsWith("2.");
+  const ctd = await startContainerd(`nerdbox-shim-v${line.replace(".", "")}`, line, { erofs });
   const events = ctrEvents(ctd);
   const eventsOut = events.text;
   try {
@@ -50,6 +56,7 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
       });
     }
     await importBusyboxImage(ctd);
+    if (erofs) await importBusyboxImage(ctd, IMAGE, { snapshotter: EROFS_SNAPSHOTTER });
 
     await t.step("run: exit status, stdout and stderr", () => checkRunOutput(ctd, "v1"));
 
@@ -69,34 +76,17 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
     );
 
     if (line.startsWith("2.")) {
-      for (
-        const [name, start] of [["passt", startPasst], ["gvproxy", startGvproxyBinary]] as const
-      ) {
-        await t.step(
-          `the seed's command with ${name}: -t shell with job control, network from the annotation`,
-          async () => {
-            const net: Provider = await start(`nbx-seed-${name}`);
-            try {
-              const mac = "5a:94:ef:e4:0c:ee";
-              const ann = `io.containerd.nerdbox.network.0=socket=${net.socket},mode=unixstream,` +
-                `mac=${mac},addr=${net.guestIp}/24`;
-              const cmd =
-                `${ctd.ctrBin} -a ${ctd.address} run -t --net-host --cap-add CAP_NET_ADMIN ` +
-                `--rm ${R.join(" ")} --annotation ${ann} ${IMAGE} seed-${name} ` +
-                `sh -ic 'set -- $(cat /proc/$$/stat); echo S$6:P$$:T$7:E; ip addr; ip route; exit 0'`;
-              const o = await underScript(cmd);
-              const out = o.out;
-              equal(o.code, 0, out);
-              assertSessionLeader(out);
-              match(out, new RegExp(`link/ether ${mac}`));
-              match(out, new RegExp(`inet ${net.guestIp.replaceAll(".", "\\.")}/24`));
-              match(out, new RegExp(`default via ${net.gatewayIp.replaceAll(".", "\\.")}`));
-            } finally {
-              await net.close();
-            }
-            await assertNoLeftovers(ctd, [`seed-${name}`]);
-          },
-        );
+      for (const snapshotter of [undefined, EROFS_SNAPSHOTTER]) {
+        for (
+          const [name, start] of [["passt", startPasst], ["gvproxy", startGvproxyBinary]] as const
+        ) {
+          const sn = snapshotter ? ` and --snapshotter ${snapshotter}` : "";
+          await t.step(
+            `the seed's command with ${name}${sn}: -t shell with job control, network from the ` +
+              "annotation",
+            () => seedCommand(ctd, name, start, snapshotter),
+          );
+        }
       }
     }
 
@@ -177,4 +167,90 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
     await events.status;
     await ctd.stop();
   }
+}
+
+/** What the host saw of the container's VM while the seed's command ran with erofs layers. */
+interface HostView {
+  /** The QEMU argv. */
+  argv: string[];
+  /** Mounts under the container's bundle at that moment. */
+  bundleMounts: string[];
+}
+
+/** Polls until `done` for the QEMU process whose drives are blobs of `ctd`'s erofs snapshotter. */
+async function watchErofsVm(
+  ctd: Containerd,
+  id: string,
+  done: Promise<unknown>,
+): Promise<HostView | undefined> {
+  const snapshots = `${ctd.root}/io.containerd.snapshotter.v1.erofs/snapshots/`;
+  let finished = false;
+  done.then(() => finished = true, () => finished = true);
+  while (!finished) {
+    const vm = (await listProcesses()).find((p) =>
+      /qemu-system/.test(p.argv[0]) && p.cmdline.includes(snapshots)
+    );
+    if (vm) return { argv: vm.argv, bundleMounts: await mountsUnder(ctd.bundleDir(id)) };
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return undefined;
+}
+
+/**
+ * The seed's command (`ctr run -t --net-host --cap-add CAP_NET_ADMIN --rm --runtime … --annotation
+ * io.containerd.nerdbox.network.0=…`, with `--snapshotter erofs` when given) against the network
+ * provider `name`: an interactive shell leading its session, the NIC configured from the
+ * annotation; with erofs, the layer blobs are the VM's read-only disks (host: QEMU's drives, no
+ * rootfs image, nothing mounted on the bundle; guest: the root's lowers are the layer devices).
+ */
+async function seedCommand(
+  ctd: Containerd,
+  name: string,
+  start: (name: string) => Promise<Provider>,
+  snapshotter?: string,
+): Promise<void> {
+  const id = `seed-${name}${snapshotter ? `-${snapshotter}` : ""}`;
+  const net: Provider = await start(`nbx-${id}`);
+  try {
+    const mac = "5a:94:ef:e4:0c:ee";
+    const ann = `io.containerd.nerdbox.network.0=socket=${net.socket},mode=unixstream,` +
+      `mac=${mac},addr=${net.guestIp}/24`;
+    const sn = snapshotter ? `--snapshotter ${snapshotter} ` : "";
+    const probe = snapshotter
+      ? 'grep "^overlay / " /proc/mounts | tr , "\\n" | grep ^lowerdir=; ' +
+        "grep . /sys/block/*/serial; "
+      : "";
+    const cmd = `${ctd.ctrBin} -a ${ctd.address} run -t --net-host --cap-add CAP_NET_ADMIN ` +
+      `--rm ${sn}${R.join(" ")} --annotation ${ann} ${IMAGE} ${id} ` +
+      `sh -ic 'set -- $(cat /proc/$$/stat); echo S$6:P$$:T$7:E; ip addr; ip route; ${probe}exit 0'`;
+    const run = underScript(cmd);
+    const host = snapshotter ? watchErofsVm(ctd, id, run) : undefined;
+    const o = await run;
+    const out = o.out;
+    equal(o.code, 0, out);
+    assertSessionLeader(out);
+    match(out, new RegExp(`link/ether ${mac}`));
+    match(out, new RegExp(`inet ${net.guestIp.replaceAll(".", "\\.")}/24`));
+    match(out, new RegExp(`default via ${net.gatewayIp.replaceAll(".", "\\.")}`));
+    if (host) {
+      const view = await host;
+      ok(view, "saw the container's QEMU with the erofs snapshotter's blobs as drives");
+      const drives = view.argv.filter((a) => a.startsWith("file=")).map((a) => a.split(",")[0]);
+      const layers = drives.filter((d) => d.endsWith("/layer.erofs"));
+      equal(layers.length, 1, `one image layer as a drive: ${drives.join(" ")}`);
+      ok(
+        view.argv.some((a) => a.startsWith(`${layers[0]},`) && a.endsWith(",readonly=on")),
+        `the layer is read-only: ${view.argv.join(" ")}`,
+      );
+      ok(!view.argv.some((a) => a.includes("id=rootfs")), "no per-run rootfs image");
+      deepEqual(view.bundleMounts, [], "nothing mounted on the bundle's rootfs");
+      // the guest: the root stacks the layer device (mounted by init) under the VM's own upper
+      match(out, /lowerdir=\/run\/nerdbox\/layers\/0\r*\n/);
+      match(out, /\/serial:nerdbox-layer-0\r*\n/);
+      doesNotMatch(out, /nerdbox-rootfs/);
+    }
+  } finally {
+    await net.close();
+  }
+  await assertNoLeftovers(ctd, [id]);
 }
