@@ -24,6 +24,8 @@ export interface CriPodScenario {
   hostPathShared: boolean;
   /** How long a pod or container may take to come up (nested TCG is slow). */
   startMs: number;
+  /** More annotations for the pod (e.g. its VM's memory). */
+  podAnnotations?: Record<string, string>;
 }
 
 const ASPECTS = ["processes", "mounts", "netns", "links", "addrs", "routes", "qdiscs"] as const;
@@ -51,6 +53,35 @@ async function shimDirs(): Promise<Set<string>> {
   } catch {
     return new Set();
   }
+}
+
+/**
+ * Keeps the last text of every VM console log under the shim root while the scenario runs (the
+ * shim removes them with the VM), for the failure report.
+ */
+function keepConsoleLogs(): { seen: Map<string, string>; stop(): Promise<void> } {
+  const seen = new Map<string, string>();
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      for (const pod of await shimDirs()) {
+        const vms = await Array.fromAsync(Deno.readDir(`${RUN_ROOT}/${pod}`)).catch(() => []);
+        for (const vm of vms) {
+          const path = `${RUN_ROOT}/${pod}/${vm.name}/console.log`;
+          const text = await Deno.readTextFile(path).catch(() => undefined);
+          if (text) seen.set(path, text);
+        }
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  })();
+  return {
+    seen,
+    stop: () => {
+      running = false;
+      return loop;
+    },
+  };
 }
 
 /** A TCP port free on the host's loopback right now. */
@@ -83,13 +114,19 @@ async function readUntil(stream: ReadableStream<Uint8Array>, re: RegExp, ms: num
 export async function runCriPodScenario(s: CriPodScenario): Promise<void> {
   const hostBefore = await takeHostSnapshot({ aspects: [...ASPECTS, "iptables"] });
   const node = await startCriNode();
+  const consoles = keepConsoleLogs();
   try {
     await podScenario(node, s);
   } catch (err) {
     const log = await Deno.readTextFile(node.logPath).catch(() => "");
+    await consoles.stop();
     console.log(`containerd log (last 80 lines):\n${log.split("\n").slice(-80).join("\n")}`);
+    for (const [path, text] of consoles.seen) {
+      console.log(`${path} (last 60 lines):\n${text.split("\n").slice(-60).join("\n")}`);
+    }
     throw err;
   } finally {
+    await consoles.stop();
     await node.stop();
   }
   const left = diffHostSnapshots(
@@ -108,7 +145,7 @@ async function podScenario(node: CriNode, s: CriPodScenario): Promise<void> {
   const pod = podConfig(`cripod-${token}`, {
     hostname,
     dns_config: { servers: ["10.96.0.10"], searches: [`${token}.test`], options: ["ndots:3"] },
-    annotations: { "io.containerd.nerdbox.backend": s.backend },
+    annotations: { "io.containerd.nerdbox.backend": s.backend, ...s.podAnnotations },
   });
   const mounts = [{ container_path: "/data", host_path: volume }];
   const shimsBefore = await shimDirs();
