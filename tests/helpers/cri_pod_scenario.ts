@@ -24,6 +24,8 @@ export interface CriPodScenario {
   hostPathShared: boolean;
   /** How long a pod or container may take to come up (nested TCG is slow). */
   startMs: number;
+  /** Before its containers, the pod must stay ready this long (tells a VM that ends by itself). */
+  settleMs?: number;
   /** More annotations for the pod (e.g. its VM's memory). */
   podAnnotations?: Record<string, string>;
 }
@@ -152,6 +154,17 @@ async function podScenario(node: CriNode, s: CriPodScenario): Promise<void> {
   const before = await takeHostSnapshot({ aspects: ASPECTS });
 
   const podId = await node.runPod(pod, "nerdbox");
+  const settled = Date.now() + (s.settleMs ?? 0);
+  do {
+    const state = JSON.parse(await node.crictlOk(["inspectp", "-o", "json", podId])).status?.state;
+    const after = ((Date.now() - settled + (s.settleMs ?? 0)) / 1000).toFixed(0);
+    assert.equal(
+      state,
+      "SANDBOX_READY",
+      `the pod sandbox is ${state} ${after} s after RunPodSandbox`,
+    );
+    if (Date.now() < settled) await new Promise((r) => setTimeout(r, 3000));
+  } while (Date.now() < settled);
   const web = await node.createContainer(
     podId,
     containerConfig("web", [
