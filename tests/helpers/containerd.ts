@@ -318,6 +318,8 @@ export interface BusyboxImageOptions {
   applets?: string[];
   /** The image config's Cmd. */
   cmd?: string[];
+  /** More files: path in the image (absolute) → host file copied there, mode 0755. */
+  files?: Record<string, string>;
 }
 
 /**
@@ -346,6 +348,10 @@ export async function buildBusyboxImage(
     await Deno.copyFile(busybox, `${r}/bin/busybox`);
     await Deno.chmod(`${r}/bin/busybox`, 0o755);
     for (const a of opts.applets ?? IMAGE_APPLETS) await Deno.symlink("busybox", `${r}/bin/${a}`);
+    for (const [dest, src] of Object.entries(opts.files ?? {})) {
+      await Deno.copyFile(src, `${r}${dest}`);
+      await Deno.chmod(`${r}${dest}`, 0o755);
+    }
     await Deno.writeTextFile(`${r}/etc/passwd`, "root:x:0:0:root:/root:/bin/sh\n");
     await Deno.writeTextFile(`${r}/etc/group`, "root:x:0:\n");
     const blobs = `${w}/o/blobs/sha256`;

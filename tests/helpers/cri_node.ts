@@ -13,12 +13,17 @@
  *   await node.startContainer(c);
  *   await node.stop();
  */
-import { type ContainerdLine, importBusyboxImage, startContainerd } from "./containerd.ts";
+import {
+  type BusyboxImageOptions,
+  type ContainerdLine,
+  importBusyboxImage,
+  startContainerd,
+} from "./containerd.ts";
 import { findCriKit } from "./cri_kit.ts";
 import { mountsUnder } from "./containerd.ts";
 import { uniqueNetnsName } from "./netns.ts";
 
-/** The sandbox (pause) image: busybox waiting for a signal. */
+/** The sandbox image: the CRI kit's static pause (fixtures/pause) as /pause. */
 export const PAUSE_IMAGE = "localhost/nerdbox-pause:1";
 /** The workload image: busybox with a shell, httpd, wget, nc and the usual tools. */
 export const CRI_BUSYBOX_IMAGE = "localhost/nerdbox-busybox:1";
@@ -91,7 +96,10 @@ export function podConfig(
   };
 }
 
-/** A container config running `command` in CRI_BUSYBOX_IMAGE (logs to `<name>.log`). */
+/**
+ * A container config running `command` in CRI_BUSYBOX_IMAGE (logs to `<name>.log`, its own PID
+ * namespace as kubelet gives one).
+ */
 export function containerConfig(
   name: string,
   command: string[],
@@ -102,7 +110,8 @@ export function containerConfig(
     image: { image: CRI_BUSYBOX_IMAGE },
     command,
     log_path: `${name}.log`,
-    linux: {},
+    // as kubelet does: the container's own PID namespace (crictl's JSON default would be the pod's)
+    linux: { security_context: { namespace_options: { pid: 1 } } },
     ...extra,
   };
 }
@@ -355,12 +364,14 @@ export async function startCriNode(opts: CriNodeOptions = {}): Promise<CriNode> 
       `runtime-endpoint: unix://${ctd.address}\nimage-endpoint: unix://${ctd.address}\ntimeout: 600\n`,
     );
     const c = ctd;
-    const importImage = async (ref: string, o: { applets: string[]; cmd?: string[] }) => {
+    const importImage = async (ref: string, o: BusyboxImageOptions) => {
       await importBusyboxImage({ ...c, ctr: (a, x) => c.ctr(["-n", "k8s.io", ...a], x) }, ref, o);
     };
+    // the kit's static pause (waits for a signal, reaps orphans), as a real node's sandbox image
     await importImage(PAUSE_IMAGE, {
-      applets: ["sh", "sleep"],
-      cmd: ["/bin/sh", "-c", "trap 'exit 0' TERM INT; sleep 2147483647 & wait"],
+      applets: [],
+      files: { "/pause": `${kit}/fixtures/pause` },
+      cmd: ["/pause"],
     });
     await importImage(CRI_BUSYBOX_IMAGE, { applets: CRI_BUSYBOX_APPLETS });
     const deadline = Date.now() + 30_000;

@@ -24,10 +24,29 @@ export interface CriPodScenario {
   hostPathShared: boolean;
   /** How long a pod or container may take to come up (nested TCG is slow). */
   startMs: number;
+  /** Before its containers, the pod must stay ready this long (tells a VM that ends by itself). */
+  settleMs?: number;
+  /** More annotations for the pod (e.g. its VM's memory). */
+  podAnnotations?: Record<string, string>;
 }
 
 const ASPECTS = ["processes", "mounts", "netns", "links", "addrs", "routes", "qdiscs"] as const;
 const HTTP_PORT = 8080;
+
+/** Processes of a pod: its VMM, network and file helpers, its shim (argv names the node). */
+const POD_PROCESS_RE =
+  /qemu-system|passt|virtiofsd|gvproxy|krun|containerd-shim|\/run\/nerdbox\/|nbcri-/;
+
+/** `aspect line` for each line a diffHostSnapshots text adds. */
+function addedLines(diff: string): string[] {
+  let aspect = "";
+  const out: string[] = [];
+  for (const l of diff.split("\n")) {
+    if (/^\w+:$/.test(l)) aspect = l.slice(0, -1);
+    else if (l.startsWith("  + ")) out.push(`${aspect} ${l.slice(4)}`);
+  }
+  return out;
+}
 
 /** Entries of the shim's state root (one dir per pod). */
 async function shimDirs(): Promise<Set<string>> {
@@ -36,6 +55,35 @@ async function shimDirs(): Promise<Set<string>> {
   } catch {
     return new Set();
   }
+}
+
+/**
+ * Keeps the last text of every VM console log under the shim root while the scenario runs (the
+ * shim removes them with the VM), for the failure report.
+ */
+function keepConsoleLogs(): { seen: Map<string, string>; stop(): Promise<void> } {
+  const seen = new Map<string, string>();
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      for (const pod of await shimDirs()) {
+        const vms = await Array.fromAsync(Deno.readDir(`${RUN_ROOT}/${pod}`)).catch(() => []);
+        for (const vm of vms) {
+          const path = `${RUN_ROOT}/${pod}/${vm.name}/console.log`;
+          const text = await Deno.readTextFile(path).catch(() => undefined);
+          if (text) seen.set(path, text);
+        }
+      }
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  })();
+  return {
+    seen,
+    stop: () => {
+      running = false;
+      return loop;
+    },
+  };
 }
 
 /** A TCP port free on the host's loopback right now. */
@@ -68,13 +116,19 @@ async function readUntil(stream: ReadableStream<Uint8Array>, re: RegExp, ms: num
 export async function runCriPodScenario(s: CriPodScenario): Promise<void> {
   const hostBefore = await takeHostSnapshot({ aspects: [...ASPECTS, "iptables"] });
   const node = await startCriNode();
+  const consoles = keepConsoleLogs();
   try {
     await podScenario(node, s);
   } catch (err) {
     const log = await Deno.readTextFile(node.logPath).catch(() => "");
+    await consoles.stop();
     console.log(`containerd log (last 80 lines):\n${log.split("\n").slice(-80).join("\n")}`);
+    for (const [path, text] of consoles.seen) {
+      console.log(`${path} (last 60 lines):\n${text.split("\n").slice(-60).join("\n")}`);
+    }
     throw err;
   } finally {
+    await consoles.stop();
     await node.stop();
   }
   const left = diffHostSnapshots(
@@ -93,13 +147,24 @@ async function podScenario(node: CriNode, s: CriPodScenario): Promise<void> {
   const pod = podConfig(`cripod-${token}`, {
     hostname,
     dns_config: { servers: ["10.96.0.10"], searches: [`${token}.test`], options: ["ndots:3"] },
-    annotations: { "io.containerd.nerdbox.backend": s.backend },
+    annotations: { "io.containerd.nerdbox.backend": s.backend, ...s.podAnnotations },
   });
   const mounts = [{ container_path: "/data", host_path: volume }];
   const shimsBefore = await shimDirs();
   const before = await takeHostSnapshot({ aspects: ASPECTS });
 
   const podId = await node.runPod(pod, "nerdbox");
+  const settled = Date.now() + (s.settleMs ?? 0);
+  do {
+    const state = JSON.parse(await node.crictlOk(["inspectp", "-o", "json", podId])).status?.state;
+    const after = ((Date.now() - settled + (s.settleMs ?? 0)) / 1000).toFixed(0);
+    assert.equal(
+      state,
+      "SANDBOX_READY",
+      `the pod sandbox is ${state} ${after} s after RunPodSandbox`,
+    );
+    if (Date.now() < settled) await new Promise((r) => setTimeout(r, 3000));
+  } while (Date.now() < settled);
   const web = await node.createContainer(
     podId,
     containerConfig("web", [
@@ -192,28 +257,26 @@ async function podScenario(node: CriNode, s: CriPodScenario): Promise<void> {
   const during = await takeHostSnapshot({ aspects: ASPECTS });
   const podShims = [...await shimDirs()].filter((d) => !shimsBefore.has(d));
   assert.ok(podShims.length > 0, `no shim state dir for the pod appeared under ${RUN_ROOT}`);
-  const podLines = diffHostSnapshots(before, during);
-  assert.match(podLines, /processes:/, `no process of the pod seen:\n${podLines}`);
+  // what appeared with the pod (but the node's bridge, removed by stop, and other people's
+  // processes on this shared host) must be gone again after its removal
+  const bridgeRe = new RegExp(`^${node.bridge}[:@ ]|dev ${node.bridge}( |$)`);
+  const podAdded = (snap: HostSnapshot) =>
+    addedLines(diffHostSnapshots(before, snap, { ignore: bridgeRe }))
+      .filter((l) => !l.startsWith("processes ") || POD_PROCESS_RE.test(l));
+  const podOwn = podAdded(during);
+  assert.ok(
+    podOwn.some((l) => l.startsWith("processes ")),
+    `no process of the pod seen:\n${podOwn.join("\n")}`,
+  );
   await node.removePod(podId);
   assert.equal(await node.crictlOk(["pods", "-q"]), "", "crictl still lists a pod");
-  // what appeared with the pod (but the node's bridge, removed by stop) must be gone again
-  const bridgeRe = new RegExp(`^${node.bridge}[:@ ]|dev ${node.bridge}( |$)`);
-  const podOwn = new Set(podLines.split("\n").filter((l) => l.startsWith("  + ")));
-  const podRe = /qemu-system|passt|virtiofsd|gvproxy|krun|cni-|veth|tap|nerdbox/;
   const leftNow = async () => {
-    const d = diffHostSnapshots(before, await takeHostSnapshot({ aspects: ASPECTS }), {
-      ignore: bridgeRe,
-    });
-    const lines = d.split("\n").filter((l) => l.startsWith("  + "))
-      .filter((l) => podOwn.has(l) || podRe.test(l));
+    const lines = podAdded(await takeHostSnapshot({ aspects: ASPECTS }));
     const dirs = [...await shimDirs()].filter((x) => podShims.includes(x));
-    return [...lines, ...dirs.map((x) => `  + shim state dir ${RUN_ROOT}/${x}`)].join("\n");
+    return [...lines, ...dirs.map((x) => `shim state dir ${RUN_ROOT}/${x}`)].join("\n");
   };
   const left = await waitFor("the pod's objects to go", async () => {
     return (await leftNow()) === "" ? "" : undefined;
   }, { ms: 30_000, everyMs: 500 }).catch(leftNow);
   assert.equal(left, "", `removing the pod left this behind:\n${left}`);
 }
-
-/** The snapshot type, re-exported for callers that compare around the scenario. */
-export type { HostSnapshot };

@@ -17,6 +17,8 @@ libkrunTest(
       backend: "libkrun",
       hostPathShared: false,
       startMs: LIBKRUN_TEST_BOOT_TIMEOUT_MS,
+      settleMs: 45_000,
+      podAnnotations: { "io.containerd.nerdbox.resources.memory": "2G" },
     });
   },
 );
