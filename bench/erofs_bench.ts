@@ -14,51 +14,11 @@ import { EventPublisher } from "../lib/shim/events.ts";
 import * as pb from "../lib/shim/proto/gen/containerd/shim_pb.ts";
 import { startVm } from "../lib/vm/launch.ts";
 import { reportEntry } from "./report_entry.ts";
+import { mkfsErofs } from "../tests/helpers/erofs.ts";
+import { writeBundle } from "../tests/helpers/bundle.ts";
+import { addIncompressibleFiles, median } from "./bench_util.ts";
 
 const GIB = 1024 ** 3;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor((s.length - 1) / 2)];
-}
-
-async function mkfsErofs(src: string, out: string): Promise<void> {
-  const o = await new Deno.Command("mkfs.erofs", {
-    args: [out, src],
-    stdout: "null",
-    stderr: "piped",
-  })
-    .output();
-  if (!o.success) {
-    throw new Error(
-      `mkfs.erofs (apt-get install erofs-utils): ${new TextDecoder().decode(o.stderr)}`,
-    );
-  }
-}
-
-/** A directory of `bytes` of incompressible files (2000 × 64 KiB, then 50 MiB files). */
-async function bulk(dir: string, bytes: number): Promise<void> {
-  const mib = new Uint8Array(1024 * 1024);
-  const chunk = crypto.getRandomValues(new Uint8Array(65536));
-  for (let o = 0; o < mib.length; o += chunk.length) mib.set(chunk, o);
-  let left = bytes;
-  await Deno.mkdir(`${dir}/usr/share/small`, { recursive: true });
-  await Deno.mkdir(`${dir}/usr/share/big`, { recursive: true });
-  for (let i = 0; i < 2000; i++) {
-    mib[0] = i % 256;
-    await Deno.writeFile(`${dir}/usr/share/small/f${i}`, mib.subarray(0, 65536));
-    left -= 65536;
-  }
-  for (let i = 0; left > 0; i++) {
-    const f = await Deno.open(`${dir}/usr/share/big/blob${i}`, { write: true, create: true });
-    for (let m = 0; m < 50 && left > 0; m++) {
-      mib[1] = m;
-      await f.write(mib);
-      left -= mib.length;
-    }
-    f.close();
-  }
-}
 
 /** containerd 2.2's directory-mode list for `layers` (uppermost first). */
 function erofsMounts(layers: string[], snap: string) {
@@ -96,15 +56,7 @@ export async function erofsBench(rounds = 3): Promise<string> {
   const startTrue = async (mounts: ReturnType<typeof erofsMounts>, rootfsDir?: string) => {
     const id = `b${++seq}`;
     const bundle = `${dir}/bundles/${id}`;
-    await Deno.mkdir(`${bundle}/rootfs`, { recursive: true });
-    await Deno.writeTextFile(
-      `${bundle}/config.json`,
-      JSON.stringify({
-        ociVersion: "1.0.2",
-        root: { path: rootfsDir ?? "rootfs" },
-        process: { args: ["/bin/true"], cwd: "/", env: ["PATH=/bin"] },
-      }),
-    );
+    await writeBundle(bundle, { args: ["/bin/true"], env: ["PATH=/bin"], root: rootfsDir });
     const t = performance.now();
     await svc.create(create(pb.CreateTaskRequestSchema, { id, bundle, rootfs: mounts }));
     await svc.start(create(pb.StartRequestSchema, { id }));
@@ -121,7 +73,7 @@ export async function erofsBench(rounds = 3): Promise<string> {
     const top = `${dir}/top`;
     await Deno.mkdir(`${top}/etc`, { recursive: true });
     await Deno.writeTextFile(`${top}/etc/hostname`, "top\n");
-    await bulk(`${dir}/bulk`, 1.1 * GIB);
+    await addIncompressibleFiles(`${dir}/bulk`, 1.1 * GIB);
     await mkfsErofs(small, `${dir}/small.erofs`);
     await mkfsErofs(top, `${dir}/top.erofs`);
     // The big image: busybox base + 1.1 GiB on top of it, two layers.

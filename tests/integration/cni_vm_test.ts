@@ -22,6 +22,7 @@ import {
   waitSigintHandler,
 } from "../helpers/cni_fixtures.ts";
 import { httpGet, nerdboxRun, oneShotListener, type PodRun, waitFor } from "../helpers/pod_run.ts";
+import { writeBundle } from "../helpers/bundle.ts";
 
 /** `nerdbox run --backend qemu --cni` with `conf` and Debian's plugins, more `flags`, then `cmd`. */
 function cniRun(conf: string, rootfs: string, flags: string[], cmd: string[]): PodRun {
@@ -202,17 +203,12 @@ Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepa
   try {
     // the tutorial: ADD bridge as eth0 and loopback as lo, then hand the path to the runtime
     await pod.add();
-    await makeBusyboxRootfs(`${bundle}/rootfs`);
-    await Deno.writeTextFile(
-      `${bundle}/config.json`,
-      JSON.stringify({
-        ociVersion: "1.0.2",
-        root: { path: "rootfs" },
-        process: { args: ["sh", "-c", HTTPD], cwd: "/", env: ["PATH=/bin:/sbin:/usr/bin"] },
-        hostname: "nbxcni-bundle",
-        linux: { namespaces: [{ type: "pid" }, { type: "network", path: pod.path }] },
-      }),
-    );
+    await writeBundle(bundle, {
+      args: ["sh", "-c", HTTPD],
+      hostname: "nbxcni-bundle",
+      netns: pod.path,
+      rootfs: "busybox",
+    });
     const run = nerdboxRun([
       "--backend",
       "qemu",
