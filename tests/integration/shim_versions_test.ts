@@ -171,10 +171,7 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
       );
     });
   } finally {
-    try {
-      events.kill("SIGKILL");
-    } catch { /* done */ }
-    await events.status;
+    await events.close();
     await ctd.stop();
   }
 }
