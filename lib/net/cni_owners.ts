@@ -3,6 +3,7 @@
  * `<stateDir>/owners/`, the lock that serialises sessions and crash GC, and whether an owner is
  * still alive (its pid with the same start time).
  */
+import { processStartTime } from "../proc.ts";
 
 /** Who holds a CNI session: written before ADD, removed after a clean DEL (crash GC reads it). */
 export interface OwnerRecord {
@@ -24,19 +25,9 @@ export interface OwnerRecord {
   capabilityArgs: Record<string, unknown>;
 }
 
-/** A process's start time in clock ticks (field 22 of /proc/PID/stat), undefined if it is gone. */
-export async function procStart(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
-  }
-}
-
 /** Whether the record's owner process is still the one that wrote it. */
 export async function ownerAlive(o: OwnerRecord): Promise<boolean> {
-  return o.pid > 0 && (await procStart(o.pid)) === o.start;
+  return o.pid > 0 && (await processStartTime(o.pid)) === o.start;
 }
 
 /** The owner records in `stateDir` (half-written ones skipped). */

@@ -15,14 +15,8 @@ import { cleanupHost, recordHostBaseline } from "./cni_host_cleanup.ts";
 import { type CniResult, podAddresses } from "./cni_result.ts";
 import { createNamedNetns, deleteNamedNetns, NETNS_RUN_DIR } from "./netns.ts";
 import { killNetnsProcesses } from "./netns_pids.ts";
-import {
-  anyOwnerAlive,
-  ownerAlive,
-  type OwnerRecord,
-  procStart,
-  readOwners,
-  withLock,
-} from "./cni_owners.ts";
+import { anyOwnerAlive, ownerAlive, type OwnerRecord, readOwners, withLock } from "./cni_owners.ts";
+import { processStartTime } from "../proc.ts";
 
 /** Default for `--cni-conf-dir`. */
 export const DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d";
@@ -211,7 +205,7 @@ async function setupSession(opts: CniSessionOptions): Promise<CniSession> {
   const ownerPath = `${stateDir}/owners/${netnsName}.json`;
   const owner: OwnerRecord = {
     pid: Deno.pid,
-    start: (await procStart(Deno.pid)) ?? "",
+    start: (await processStartTime(Deno.pid)) ?? "",
     id: opts.id,
     netnsName,
     network: list.name,

@@ -1,5 +1,5 @@
 /** The one /proc scanner of the tests: processes, their argv and their stat fields. */
-import { type ProcRef, procRef } from "../../lib/vm/run_state.ts";
+import { type ProcRef, procRef } from "../../lib/proc.ts";
 
 /** One process as /proc shows it. */
 export interface ProcInfo {
