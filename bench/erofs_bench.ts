@@ -9,14 +9,12 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { makeBusyboxRootfs } from "../lib/vm/busybox_rootfs.ts";
-import { TaskService } from "../lib/shim/task_service.ts";
-import { EventPublisher } from "../lib/shim/events.ts";
 import * as pb from "../lib/shim/proto/gen/containerd/shim_pb.ts";
-import { startVm } from "../lib/vm/launch.ts";
 import { reportEntry } from "./report_entry.ts";
 import { mkfsErofs } from "../tests/helpers/erofs.ts";
 import { writeBundle } from "../tests/helpers/bundle.ts";
 import { addIncompressibleFiles, median } from "./bench_util.ts";
+import { localTaskService, taskServiceDir } from "../tests/helpers/task_service.ts";
 
 const GIB = 1024 ** 3;
 
@@ -38,20 +36,8 @@ function erofsMounts(layers: string[], snap: string) {
 
 /** Runs the interleaved rounds and returns the report text. */
 export async function erofsBench(rounds = 3): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "nbx-erofs-bench-" });
-  await Deno.chmod(dir, 0o711);
-  // The VM's private passt runs as nobody: the run dir must be searchable (as the daemon's is).
-  await Deno.mkdir(`${dir}/run`, { mode: 0o711 });
-  await Deno.chmod(`${dir}/run`, 0o711);
-  const svc = new TaskService({
-    namespace: "erofs-bench",
-    runDir: `${dir}/run`,
-    events: new EventPublisher("", "erofs-bench", () => {}),
-    log: () => {},
-    launcher: () => Promise.resolve(startVm),
-    resolveBackend: () => Promise.resolve("qemu"),
-    onShutdown: () => {},
-  });
+  const dir = await taskServiceDir("nbx-erofs-bench-");
+  const svc = localTaskService("erofs-bench", `${dir}/run`, true);
   let seq = 0;
   const startTrue = async (mounts: ReturnType<typeof erofsMounts>, rootfsDir?: string) => {
     const id = `b${++seq}`;

@@ -13,13 +13,11 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
-import { TaskService } from "../../lib/shim/task_service.ts";
-import { EventPublisher } from "../../lib/shim/events.ts";
 import { isMounted } from "../../lib/shim/mounts.ts";
 import * as pb from "../../lib/shim/proto/gen/containerd/shim_pb.ts";
-import { startVm } from "../../lib/vm/launch.ts";
 import { mkfsErofs, sha256File } from "../helpers/erofs.ts";
 import { writeBundle } from "../helpers/bundle.ts";
+import { localTaskService, taskServiceDir } from "../helpers/task_service.ts";
 
 async function run(cmd: string, args: string[]): Promise<void> {
   const o = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
@@ -36,21 +34,9 @@ const SCRIPT = [
 ].join("; ");
 
 Deno.test("shim + QEMU: containerd 2.2 erofs layers as read-only block devices, tmpfs upper", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "nbx-shim-erofs-" });
-  await Deno.chmod(dir, 0o711);
-  // The VM's private passt runs as nobody: the run dir must be searchable (as the daemon's is).
-  await Deno.mkdir(`${dir}/run`, { mode: 0o711 });
-  await Deno.chmod(`${dir}/run`, 0o711);
+  const dir = await taskServiceDir("nbx-shim-erofs-");
   const bundle = `${dir}/bundle`;
-  const svc = new TaskService({
-    namespace: "erofs-test",
-    runDir: `${dir}/run`,
-    events: new EventPublisher("", "erofs-test", () => {}),
-    log: () => {},
-    launcher: () => Promise.resolve(startVm),
-    resolveBackend: () => Promise.resolve("qemu"),
-    onShutdown: () => {},
-  });
+  const svc = localTaskService("erofs-test", `${dir}/run`, true);
   const id = "erofs-two-layers";
   try {
     // Base layer: a busybox rootfs; top layer: an override, a new file and a whiteout.
