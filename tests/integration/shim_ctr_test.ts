@@ -16,6 +16,7 @@ import {
 } from "../helpers/shim_exec_env.ts";
 import { underScript } from "../helpers/tty.ts";
 import { startPasst } from "../helpers/providers.ts";
+import { runCommandText } from "../helpers/procs.ts";
 
 const R = ["--runtime", RUNTIME];
 
@@ -31,29 +32,20 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
     await t.step(
       "stdin flows in (CloseIO at EOF); all of a large output precedes Wait",
       async () => {
-        const child = new Deno.Command("ctr", {
-          args: [
-            "-a",
-            ctd.address,
-            "run",
-            "--rm",
-            ...R,
-            IMAGE,
-            "io1",
-            "sh",
-            "-c",
-            "cat; yes abcdefghij | head -n 30000",
-          ],
-          stdin: "piped",
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn();
-        const w = child.stdin.getWriter();
-        await w.write(new TextEncoder().encode("data from the host\n"));
-        await w.close();
-        const out = await child.output();
-        const stdout = new TextDecoder().decode(out.stdout);
-        equal(out.code, 0, new TextDecoder().decode(out.stderr));
+        const out = await runCommandText("ctr", [
+          "-a",
+          ctd.address,
+          "run",
+          "--rm",
+          ...R,
+          IMAGE,
+          "io1",
+          "sh",
+          "-c",
+          "cat; yes abcdefghij | head -n 30000",
+        ], { stdin: new TextEncoder().encode("data from the host\n") });
+        const stdout = out.stdout;
+        equal(out.code, 0, out.stderr);
         ok(stdout.startsWith("data from the host\nabcdefghij\n"), stdout.slice(0, 100));
         equal(stdout.length, "data from the host\n".length + 11 * 30000);
         await assertNoLeftovers(ctd, ["io1"]);
