@@ -14,11 +14,7 @@ import { qemuArgv, qemuBinary, startQemuVm } from "../lib/vm/qemu.ts";
 import { makeBusyboxRootfs } from "../lib/vm/busybox_rootfs.ts";
 import type { VmPlan } from "../lib/vm/types.ts";
 import { reportEntry } from "./report_entry.ts";
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s[Math.floor((s.length - 1) / 2)];
-}
+import { median } from "./bench_util.ts";
 
 async function bareBoot(kernel: string, initramfs: string, runtimeDisk: string, dir: string) {
   const args = qemuArgv({

@@ -14,6 +14,7 @@ import { parseCniConfig } from "../lib/net/cni_config.ts";
 import { cleanupHost, recordHostBaseline } from "../lib/net/cni_host_cleanup.ts";
 import { startCniSession } from "../lib/net/cni_session.ts";
 import { createNamedNetns, deleteNamedNetns } from "../lib/net/netns.ts";
+import { median } from "./bench_util.ts";
 
 const BIN = "/usr/lib/cni";
 const LIST = {
@@ -36,11 +37,6 @@ const LIST = {
   ],
 };
 const MAPPINGS = [{ hostPort: 18999, containerPort: 80, protocol: "tcp" }];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor((s.length - 1) / 2)];
-}
 
 async function plugin(
   type: string,

@@ -9,56 +9,14 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { makeBusyboxRootfs } from "../lib/vm/busybox_rootfs.ts";
-import { TaskService } from "../lib/shim/task_service.ts";
-import { EventPublisher } from "../lib/shim/events.ts";
 import * as pb from "../lib/shim/proto/gen/containerd/shim_pb.ts";
-import { startVm } from "../lib/vm/launch.ts";
 import { reportEntry } from "./report_entry.ts";
+import { mkfsErofs } from "../tests/helpers/erofs.ts";
+import { writeBundle } from "../tests/helpers/bundle.ts";
+import { addIncompressibleFiles, median } from "./bench_util.ts";
+import { localTaskService, taskServiceDir } from "../tests/helpers/task_service.ts";
 
 const GIB = 1024 ** 3;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor((s.length - 1) / 2)];
-}
-
-async function mkfsErofs(src: string, out: string): Promise<void> {
-  const o = await new Deno.Command("mkfs.erofs", {
-    args: [out, src],
-    stdout: "null",
-    stderr: "piped",
-  })
-    .output();
-  if (!o.success) {
-    throw new Error(
-      `mkfs.erofs (apt-get install erofs-utils): ${new TextDecoder().decode(o.stderr)}`,
-    );
-  }
-}
-
-/** A directory of `bytes` of incompressible files (2000 × 64 KiB, then 50 MiB files). */
-async function bulk(dir: string, bytes: number): Promise<void> {
-  const mib = new Uint8Array(1024 * 1024);
-  const chunk = crypto.getRandomValues(new Uint8Array(65536));
-  for (let o = 0; o < mib.length; o += chunk.length) mib.set(chunk, o);
-  let left = bytes;
-  await Deno.mkdir(`${dir}/usr/share/small`, { recursive: true });
-  await Deno.mkdir(`${dir}/usr/share/big`, { recursive: true });
-  for (let i = 0; i < 2000; i++) {
-    mib[0] = i % 256;
-    await Deno.writeFile(`${dir}/usr/share/small/f${i}`, mib.subarray(0, 65536));
-    left -= 65536;
-  }
-  for (let i = 0; left > 0; i++) {
-    const f = await Deno.open(`${dir}/usr/share/big/blob${i}`, { write: true, create: true });
-    for (let m = 0; m < 50 && left > 0; m++) {
-      mib[1] = m;
-      await f.write(mib);
-      left -= mib.length;
-    }
-    f.close();
-  }
-}
 
 /** containerd 2.2's directory-mode list for `layers` (uppermost first). */
 function erofsMounts(layers: string[], snap: string) {
@@ -78,33 +36,13 @@ function erofsMounts(layers: string[], snap: string) {
 
 /** Runs the interleaved rounds and returns the report text. */
 export async function erofsBench(rounds = 3): Promise<string> {
-  const dir = await Deno.makeTempDir({ prefix: "nbx-erofs-bench-" });
-  await Deno.chmod(dir, 0o711);
-  // The VM's private passt runs as nobody: the run dir must be searchable (as the daemon's is).
-  await Deno.mkdir(`${dir}/run`, { mode: 0o711 });
-  await Deno.chmod(`${dir}/run`, 0o711);
-  const svc = new TaskService({
-    namespace: "erofs-bench",
-    runDir: `${dir}/run`,
-    events: new EventPublisher("", "erofs-bench", () => {}),
-    log: () => {},
-    launcher: () => Promise.resolve(startVm),
-    resolveBackend: () => Promise.resolve("qemu"),
-    onShutdown: () => {},
-  });
+  const dir = await taskServiceDir("nbx-erofs-bench-");
+  const svc = localTaskService("erofs-bench", `${dir}/run`, true);
   let seq = 0;
   const startTrue = async (mounts: ReturnType<typeof erofsMounts>, rootfsDir?: string) => {
     const id = `b${++seq}`;
     const bundle = `${dir}/bundles/${id}`;
-    await Deno.mkdir(`${bundle}/rootfs`, { recursive: true });
-    await Deno.writeTextFile(
-      `${bundle}/config.json`,
-      JSON.stringify({
-        ociVersion: "1.0.2",
-        root: { path: rootfsDir ?? "rootfs" },
-        process: { args: ["/bin/true"], cwd: "/", env: ["PATH=/bin"] },
-      }),
-    );
+    await writeBundle(bundle, { args: ["/bin/true"], env: ["PATH=/bin"], root: rootfsDir });
     const t = performance.now();
     await svc.create(create(pb.CreateTaskRequestSchema, { id, bundle, rootfs: mounts }));
     await svc.start(create(pb.StartRequestSchema, { id }));
@@ -121,7 +59,7 @@ export async function erofsBench(rounds = 3): Promise<string> {
     const top = `${dir}/top`;
     await Deno.mkdir(`${top}/etc`, { recursive: true });
     await Deno.writeTextFile(`${top}/etc/hostname`, "top\n");
-    await bulk(`${dir}/bulk`, 1.1 * GIB);
+    await addIncompressibleFiles(`${dir}/bulk`, 1.1 * GIB);
     await mkfsErofs(small, `${dir}/small.erofs`);
     await mkfsErofs(top, `${dir}/top.erofs`);
     // The big image: busybox base + 1.1 GiB on top of it, two layers.

@@ -6,32 +6,12 @@
  *
  * Usage: deno run -A bench/krun_minimal.ts CALLS.json
  */
+import { KRUN_SYMBOLS } from "../ffi/libkrun_symbols.ts";
+
 const LIB_DIR = Deno.env.get("KRUN_MIN_LIB_DIR") ?? "/usr/local/lib";
 Deno.dlopen(`${LIB_DIR}/libkrunfw.so.5`, {});
-const krun = Deno.dlopen(`${LIB_DIR}/libkrun.so.1`, {
-  krun_init_log: { parameters: ["i32", "u32", "u32", "u32"], result: "i32" },
-  krun_create_ctx: { parameters: [], result: "i32" },
-  krun_set_vm_config: { parameters: ["u32", "u8", "u32"], result: "i32" },
-  krun_set_root: { parameters: ["u32", "buffer"], result: "i32" },
-  krun_add_virtiofs: { parameters: ["u32", "buffer", "buffer"], result: "i32" },
-  krun_set_port_map: { parameters: ["u32", "buffer"], result: "i32" },
-  krun_add_net_unixstream: {
-    parameters: ["u32", "buffer", "i32", "buffer", "u32", "u32"],
-    result: "i32",
-  },
-  krun_add_net_unixgram: {
-    parameters: ["u32", "buffer", "i32", "buffer", "u32", "u32"],
-    result: "i32",
-  },
-  krun_add_virtio_console_multiport: { parameters: ["u32"], result: "i32" },
-  krun_add_console_port_inout: {
-    parameters: ["u32", "u32", "buffer", "i32", "i32"],
-    result: "i32",
-  },
-  krun_set_console_output: { parameters: ["u32", "buffer"], result: "i32" },
-  krun_set_exec: { parameters: ["u32", "buffer", "buffer", "buffer"], result: "i32" },
-  krun_start_enter: { parameters: ["u32"], result: "i32" },
-});
+// The C signatures are ffi/libkrun_symbols.ts's (one owner); only the checked wrapper is left out.
+const krun = Deno.dlopen(`${LIB_DIR}/libkrun.so.1`, KRUN_SYMBOLS);
 
 const cstr = (s: string) => new TextEncoder().encode(`${s}\0`);
 const keep: Uint8Array[] = [];
@@ -61,11 +41,17 @@ for (const { call, args } of calls) {
     !(call in s) || call === "krun_init_log" || call === "krun_create_ctx" ||
     call === "krun_start_enter"
   ) continue;
+  const params: readonly string[] = KRUN_SYMBOLS[call as keyof typeof KRUN_SYMBOLS].parameters;
+  // A `pointer` parameter gets the buffer's address (the buffer kept alive), a `buffer` the buffer.
+  const pass = (i: number, b: Uint8Array) => {
+    keep.push(b);
+    return params[i] === "pointer" ? Deno.UnsafePointer.of(b) : b;
+  };
   const m = args.map((v, i) => {
     if (i === 0) return ctx;
-    if (Array.isArray(v)) return arr(v);
+    if (Array.isArray(v)) return pass(i, arr(v));
     if (typeof v === "string") {
-      return call.startsWith("krun_add_net_") && i === 3 ? mac(v) : cstr(v);
+      return pass(i, call.startsWith("krun_add_net_") && i === 3 ? mac(v) : cstr(v));
     }
     // fds from the dry run are not ours: use stdout for the console port
     if (call === "krun_add_console_port_inout" && i >= 3) return 1;
@@ -75,4 +61,4 @@ for (const { call, args } of calls) {
   if (r < 0) throw new Error(`${call} = ${r}`);
 }
 if (Deno.env.get("NERDBOX_VMM_STOP_BEFORE_START")) Deno.exit(0);
-krun.symbols.krun_start_enter(ctx);
+await krun.symbols.krun_start_enter(ctx);

@@ -8,6 +8,7 @@
  */
 import { makeBusyboxRootfs } from "../lib/vm/busybox_rootfs.ts";
 import { kvmStatus } from "../lib/vm/plan.ts";
+import { median } from "./bench_util.ts";
 
 const NERDBOX = new URL("../bin/nerdbox", import.meta.url).pathname;
 const VARIANTS: Record<string, string[]> = {
@@ -15,11 +16,6 @@ const VARIANTS: Record<string, string[]> = {
   qemu_kvm: ["--backend", "qemu", "--accel", "kvm"],
 };
 // QEMU under TCG is left out: inside the nested L1 it emulates on an emulated CPU (minutes).
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor((s.length - 1) / 2)];
-}
 
 async function once(rootfs: string, flags: string[]): Promise<number> {
   const t = performance.now();

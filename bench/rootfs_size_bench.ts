@@ -8,40 +8,16 @@
  */
 import { makeBusyboxRootfs } from "../lib/vm/busybox_rootfs.ts";
 import { reportEntry } from "./report_entry.ts";
+import { addIncompressibleFiles, median } from "./bench_util.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const NERDBOX = `${ROOT}bin/nerdbox`;
 const GIB = 1024 ** 3;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor((s.length - 1) / 2)];
-}
-
 /** A busybox rootfs grown to `bytes` with incompressible files (a few large, many small). */
 async function bigRootfs(bytes: number): Promise<string> {
   const dir = await makeBusyboxRootfs();
-  const chunk = crypto.getRandomValues(new Uint8Array(65536));
-  const mib = new Uint8Array(1024 * 1024);
-  for (let o = 0; o < mib.length; o += chunk.length) mib.set(chunk, o);
-  mib[0] = 1;
-  let left = bytes;
-  await Deno.mkdir(`${dir}/usr/share/big`, { recursive: true });
-  // 2000 files of 64 KiB (≈125 MiB: what a package-heavy image has many of), then 50 MiB files.
-  await Deno.mkdir(`${dir}/usr/share/small`, { recursive: true });
-  for (let i = 0; i < 2000; i++) {
-    await Deno.writeFile(`${dir}/usr/share/small/f${i}`, mib.subarray(0, 65536));
-    left -= 65536;
-  }
-  for (let i = 0; left > 0; i++) {
-    const f = await Deno.open(`${dir}/usr/share/big/blob${i}`, { write: true, create: true });
-    for (let m = 0; m < 50 && left > 0; m++) {
-      mib[1] = m;
-      await f.write(mib);
-      left -= mib.length;
-    }
-    f.close();
-  }
+  await addIncompressibleFiles(dir, bytes);
   return dir;
 }
 

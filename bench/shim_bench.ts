@@ -14,6 +14,7 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as pb from "../lib/shim/proto/gen/containerd/shim_pb.ts";
 import { TtrpcClient, TtrpcServer } from "../lib/shim/ttrpc.ts";
+import { median } from "./bench_util.ts";
 
 const REPO = new URL("../", import.meta.url).pathname;
 const NERDBOX_SHIM = `${REPO}bin/containerd-shim-nerdbox-v1`;
@@ -81,11 +82,6 @@ function pss(pid: number): number {
   return Number(text.match(/^Pss:\s+(\d+) kB/m)?.[1] ?? NaN);
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
-
 interface Started {
   id: string;
   bundle: string;
@@ -108,6 +104,20 @@ async function call<T>(
   return await client.call(TASK, method, toBinary(schema, msg as any), { timeoutMs: 180_000 });
 }
 
+/** The flags containerd passes every shim invocation for container `id`. */
+function shimFlags(id: string): string[] {
+  return [
+    "-namespace",
+    NS,
+    "-address",
+    `${ROOT}/containerd.sock`,
+    "-publish-binary",
+    "/usr/bin/containerd",
+    "-id",
+    id,
+  ];
+}
+
 async function startOne(
   rt: Runtime,
   id: string,
@@ -118,16 +128,7 @@ async function startOne(
   const bundle = `${ROOT}/${rt.name}/${id}`;
   await makeBundle(bundle, args);
   const log = await Deno.open(`${bundle}/log`, { read: true, write: true });
-  const common = [
-    "-namespace",
-    NS,
-    "-address",
-    `${ROOT}/containerd.sock`,
-    "-publish-binary",
-    "/usr/bin/containerd",
-    "-id",
-    id,
-  ];
+  const common = shimFlags(id);
   let t = performance.now();
   const s = await run(rt.shim, [...common, "start"], bundle, env);
   const startMs = performance.now() - t;
@@ -192,14 +193,7 @@ async function finishOne(rt: Runtime, s: Started, env: Record<string, string>): 
   const d = await run(
     rt.shim,
     [
-      "-namespace",
-      NS,
-      "-address",
-      `${ROOT}/containerd.sock`,
-      "-publish-binary",
-      "/usr/bin/containerd",
-      "-id",
-      s.id,
+      ...shimFlags(s.id),
       "-bundle",
       s.bundle,
       "delete",

@@ -1,294 +1,26 @@
 /**
- * libkrun (1.16 C API) through Deno FFI: the symbol table and a typed wrapper. Every call checks
- * its arguments in TypeScript first (no NULL where the header does not allow it, NUL-terminated
- * strings, NULL-terminated string arrays kept alive across the call, integer ranges, MACs as 6
- * bytes (lib/spec/mac.ts parses the text once; this layer takes the bytes),
- * one logger per process) and turns a negative return into a KrunError naming the call, the errno
- * and the arguments. Only parameters the header documents as optional are ever passed as NULL.
- * One file over ~400 lines: one C API, one symbol table, one wrapper whose methods mirror it.
+ * libkrun (1.16 C API) through Deno FFI: a typed wrapper whose methods mirror the C calls. Every
+ * call checks its arguments in TypeScript first (no NULL where the header does not allow it,
+ * NUL-terminated strings, NULL-terminated string arrays kept alive across the call, integer
+ * ranges, MACs as 6 bytes (lib/spec/mac.ts parses the text once; this layer takes the bytes), one
+ * logger per process) and turns a negative return into a KrunError naming the call, the errno and
+ * the arguments. Only parameters the header documents as optional are ever passed as NULL.
+ * Around it: libkrun_symbols.ts (symbol table, constants), libkrun_errors.ts, libkrun_marshal.ts
+ * (arena, argument checks), libkrun_log.ts (the one logger) and libkrun_net.ts (the NIC calls).
  */
-
-/** The libkrun symbols nerdbox uses (all exist in libkrun.so.1.16.0 as shipped by boxlite). */
-export const KRUN_SYMBOLS = {
-  krun_set_log_level: { parameters: ["u32"], result: "i32" },
-  krun_init_log: { parameters: ["i32", "u32", "u32", "u32"], result: "i32" },
-  krun_create_ctx: { parameters: [], result: "i32" },
-  krun_free_ctx: { parameters: ["u32"], result: "i32" },
-  krun_set_vm_config: { parameters: ["u32", "u8", "u32"], result: "i32" },
-  krun_split_irqchip: { parameters: ["u32", "bool"], result: "i32" },
-  krun_get_max_vcpus: { parameters: [], result: "i32" },
-  krun_set_root: { parameters: ["u32", "buffer"], result: "i32" },
-  krun_add_virtiofs: { parameters: ["u32", "buffer", "buffer"], result: "i32" },
-  krun_add_virtiofs2: { parameters: ["u32", "buffer", "buffer", "u64"], result: "i32" },
-  krun_add_disk2: { parameters: ["u32", "buffer", "buffer", "u32", "bool"], result: "i32" },
-  krun_set_kernel: {
-    parameters: ["u32", "buffer", "u32", "pointer", "pointer"],
-    result: "i32",
-  },
-  krun_set_exec: { parameters: ["u32", "buffer", "pointer", "pointer"], result: "i32" },
-  krun_set_env: { parameters: ["u32", "pointer"], result: "i32" },
-  krun_set_workdir: { parameters: ["u32", "buffer"], result: "i32" },
-  krun_set_rlimits: { parameters: ["u32", "pointer"], result: "i32" },
-  krun_set_port_map: { parameters: ["u32", "pointer"], result: "i32" },
-  krun_add_net_unixstream: {
-    parameters: ["u32", "pointer", "i32", "buffer", "u32", "u32"],
-    result: "i32",
-  },
-  krun_add_net_unixgram: {
-    parameters: ["u32", "pointer", "i32", "buffer", "u32", "u32"],
-    result: "i32",
-  },
-  krun_set_console_output: { parameters: ["u32", "buffer"], result: "i32" },
-  krun_disable_implicit_console: { parameters: ["u32"], result: "i32" },
-  krun_add_virtio_console_multiport: { parameters: ["u32"], result: "i32" },
-  krun_add_console_port_inout: {
-    parameters: ["u32", "u32", "buffer", "i32", "i32"],
-    result: "i32",
-  },
-  krun_add_vsock_port: { parameters: ["u32", "u32", "buffer"], result: "i32" },
-  krun_add_vsock_port2: { parameters: ["u32", "u32", "buffer", "bool"], result: "i32" },
-  krun_get_shutdown_eventfd: { parameters: ["u32"], result: "i32" },
-  krun_setuid: { parameters: ["u32", "u32"], result: "i32" },
-  krun_setgid: { parameters: ["u32", "u32"], result: "i32" },
-  krun_start_enter: { parameters: ["u32"], result: "i32", nonblocking: true },
-} as const satisfies Deno.ForeignLibraryInterface;
-
-/** The loaded symbol table. */
-export type KrunSymbols = Deno.DynamicLibrary<typeof KRUN_SYMBOLS>["symbols"];
-
-/** Log levels (`krun_set_log_level`). */
-export const KRUN_LOG_LEVEL = { off: 0, error: 1, warn: 2, info: 3, debug: 4, trace: 5 } as const;
-/** A log level name. */
-export type KrunLogLevelName = keyof typeof KRUN_LOG_LEVEL;
-/** `krun_add_net_*` flag: send "VFKT" after connecting (unixgram path mode). */
-export const NET_FLAG_VFKIT = 1;
-/** The unreleased `NET_FLAG_INCLUDE_VNET_HEADER` bit (1.16 rejects it with -22). */
-export const NET_FLAG_INCLUDE_VNET_HEADER = 1 << 1;
-/** Every virtio-net feature bit libkrun accepts (NET_ALL). */
-export const NET_ALL_FEATURES = 0x5D83;
-/** `krun_add_disk2` formats. */
-export const KRUN_DISK_FORMAT = { raw: 0, qcow2: 1, vmdk: 2 } as const;
-/** `krun_set_kernel` formats. */
-export const KRUN_KERNEL_FORMAT = {
-  raw: 0,
-  elf: 1,
-  pe_gz: 2,
-  image_bz2: 3,
-  image_gz: 4,
-  image_zstd: 5,
-} as const;
-/** Most entries libkrun accepts in a string array. */
-export const MAX_STRING_ARRAY = 4096;
-
-const ERRNO_NAMES: Record<number, string> = {
-  1: "EPERM",
-  2: "ENOENT",
-  3: "ESRCH",
-  4: "EINTR",
-  5: "EIO",
-  6: "ENXIO",
-  7: "E2BIG",
-  9: "EBADF",
-  11: "EAGAIN",
-  12: "ENOMEM",
-  13: "EACCES",
-  14: "EFAULT",
-  16: "EBUSY",
-  17: "EEXIST",
-  19: "ENODEV",
-  20: "ENOTDIR",
-  21: "EISDIR",
-  22: "EINVAL",
-  24: "EMFILE",
-  28: "ENOSPC",
-  36: "ENAMETOOLONG",
-  38: "ENOSYS",
-  95: "EOPNOTSUPP",
-  98: "EADDRINUSE",
-  111: "ECONNREFUSED",
-};
-
-/** The symbolic name of a (positive) errno, e.g. 22 → EINVAL. */
-export function errnoName(errno: number): string {
-  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
-}
-
-/** A libkrun call returned a negative errno. */
-export class KrunError extends Error {
-  /** The C function, e.g. `krun_set_port_map`. */
-  readonly call: string;
-  /** The positive errno (22 for -22). */
-  readonly errno: number;
-  /** Its symbolic name (EINVAL). */
-  readonly errnoName: string;
-  /** The arguments as passed, by parameter name. */
-  readonly args: Record<string, unknown>;
-  constructor(call: string, ret: number, args: Record<string, unknown>) {
-    const errno = -ret;
-    const name = errnoName(errno);
-    super(`${call}(${formatArgs(args)}) failed: ${name} (${ret})`);
-    this.name = "KrunError";
-    this.call = call;
-    this.errno = errno;
-    this.errnoName = name;
-    this.args = args;
-  }
-}
-
-/** The wrapper refused a call before it reached libkrun (it would crash or be misread). */
-export class KrunArgumentError extends Error {
-  /** The C function. */
-  readonly call: string;
-  /** The parameter at fault. */
-  readonly param: string;
-  constructor(call: string, param: string, message: string) {
-    super(`${call}: ${param}: ${message}`);
-    this.name = "KrunArgumentError";
-    this.call = call;
-    this.param = param;
-  }
-}
-
-function formatArgs(args: Record<string, unknown>): string {
-  return Object.entries(args).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
-}
-
-// libkrun keeps one logger per process; a second init aborts the process (exit 134).
-let loggerInitialized = false;
-
-/** Whether this process already initialised libkrun's logger. */
-export function libkrunLoggerInitialized(): boolean {
-  return loggerInitialized;
-}
-
-const enc = new TextEncoder();
-
-/** Holds the buffers of one call so they stay reachable until it returns. */
-class Arena {
-  readonly #keep: ArrayBufferView[] = [];
-
-  cstr(call: string, param: string, value: unknown): Uint8Array<ArrayBuffer> {
-    if (typeof value !== "string") {
-      throw new KrunArgumentError(call, param, `expected a string, got ${describe(value)}`);
-    }
-    if (value.includes("\0")) {
-      throw new KrunArgumentError(call, param, `contains a NUL byte: ${JSON.stringify(value)}`);
-    }
-    const buf = new Uint8Array(enc.encode(value).length + 1);
-    enc.encodeInto(value, buf);
-    this.#keep.push(buf);
-    return buf;
-  }
-
-  ptr(buf: ArrayBufferView<ArrayBuffer>): Deno.PointerObject {
-    this.#keep.push(buf);
-    const p = Deno.UnsafePointer.of(buf);
-    if (p === null) throw new Error("internal: pointer to a live buffer is NULL");
-    return p;
-  }
-
-  /** A NULL-terminated `char *const[]`. */
-  strArray(call: string, param: string, values: unknown): Deno.PointerObject {
-    if (!Array.isArray(values)) {
-      throw new KrunArgumentError(
-        call,
-        param,
-        `expected an array of strings, got ${describe(values)}`,
-      );
-    }
-    if (values.length > MAX_STRING_ARRAY) {
-      throw new KrunArgumentError(
-        call,
-        param,
-        `${values.length} entries, libkrun accepts at most ${MAX_STRING_ARRAY}`,
-      );
-    }
-    const addrs = new BigUint64Array(values.length + 1);
-    values.forEach((v, i) => {
-      const p = this.ptr(this.cstr(call, `${param}[${i}]`, v));
-      addrs[i] = BigInt(Deno.UnsafePointer.value(p));
-    });
-    addrs[values.length] = 0n;
-    return this.ptr(addrs);
-  }
-
-  mac(call: string, param: string, value: unknown): Uint8Array<ArrayBuffer> {
-    if (!(value instanceof Uint8Array) || value.length !== 6) {
-      throw new KrunArgumentError(
-        call,
-        param,
-        `expected a 6-byte Uint8Array, got ${describe(value)}`,
-      );
-    }
-    const bytes = new Uint8Array(value);
-    this.#keep.push(bytes);
-    return bytes;
-  }
-
-  /** Keeps every buffer reachable up to this point (call it after the FFI call returns). */
-  release(): number {
-    return this.#keep.length;
-  }
-}
-
-function describe(v: unknown): string {
-  if (v === null) return "null";
-  if (v === undefined) return "undefined";
-  if (v instanceof Uint8Array) return `a ${v.length}-byte Uint8Array`;
-  return `${typeof v} ${JSON.stringify(v)}`;
-}
-
-function checkInt(call: string, param: string, v: unknown, min: number, max: number): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) {
-    throw new KrunArgumentError(
-      call,
-      param,
-      `expected an integer in ${min}..${max}, got ${describe(v)}`,
-    );
-  }
-  return v;
-}
-
-const U32_MAX = 0xffff_ffff;
-const I32_MIN = -0x8000_0000;
-const I32_MAX = 0x7fff_ffff;
-
-function ctxId(call: string, ctx: unknown): number {
-  return checkInt(call, "ctx_id", ctx, 0, I32_MAX);
-}
-
-function checkBool(call: string, param: string, v: unknown): boolean {
-  if (typeof v !== "boolean") {
-    throw new KrunArgumentError(call, param, `expected a boolean, got ${describe(v)}`);
-  }
-  return v;
-}
-
-/** Options of `krun_init_log`. */
-export interface InitLogOptions {
-  /** Log target fd: -1 (stderr, default), 1, 2, or ≥3 (libkrun takes it over). */
-  fd?: number;
-  /** 0 off … 5 trace. */
-  level: number;
-  /** 0 auto, 1 always, 2 never colour. */
-  style?: number;
-  /** 0, or 1 = ignore RUST_LOG. */
-  options?: number;
-}
-
-/** A NIC backend for `krun_add_net_unixstream` / `krun_add_net_unixgram`. */
-export interface NetArgs {
-  /** Socket path (path mode) — exactly one of `path` and `fd`. */
-  path?: string;
-  /** Connected socket fd (fd mode). */
-  fd?: number;
-  /** The MAC's 6 bytes (`uint8_t c_mac[6]`). */
-  mac: Uint8Array;
-  /** virtio-net feature bits. */
-  features: number;
-  /** NET_FLAG_* bits. */
-  flags: number;
-}
+import { checkKrunResult, KrunArgumentError } from "./libkrun_errors.ts";
+import { initLog, type InitLogOptions, setLogLevel } from "./libkrun_log.ts";
+import { addNet, type NetArgs } from "./libkrun_net.ts";
+import {
+  Arena,
+  checkBool,
+  checkInt,
+  ctxId,
+  describe,
+  I32_MAX,
+  U32_MAX,
+} from "./libkrun_marshal.ts";
+import { KRUN_SYMBOLS, type KrunSymbols } from "./libkrun_symbols.ts";
 
 /** A loaded libkrun: typed, checked calls. */
 export class Libkrun {
@@ -323,41 +55,17 @@ export class Libkrun {
   }
 
   #check(call: string, ret: number, args: Record<string, unknown>): number {
-    if (ret < 0) throw new KrunError(call, ret, args);
-    return ret;
+    return checkKrunResult(call, ret, args);
   }
 
   /** `krun_set_log_level`: initialises the logger (once per process). */
   setLogLevel(level: number): void {
-    const call = "krun_set_log_level";
-    checkInt(call, "level", level, 0, U32_MAX);
-    this.#claimLogger(call);
-    this.#check(call, this.#lib.symbols.krun_set_log_level(level), { level });
+    setLogLevel(this.#lib.symbols, level);
   }
 
   /** `krun_init_log`: initialises the logger with a target fd (once per process). */
   initLog(o: InitLogOptions): void {
-    const call = "krun_init_log";
-    const fd = checkInt(call, "target_fd", o.fd ?? -1, I32_MIN, I32_MAX);
-    const level = checkInt(call, "level", o.level, 0, U32_MAX);
-    const style = checkInt(call, "style", o.style ?? 0, 0, U32_MAX);
-    const options = checkInt(call, "options", o.options ?? 0, 0, U32_MAX);
-    this.#claimLogger(call);
-    const ret = this.#lib.symbols.krun_init_log(fd, level, style, options);
-    // EINVAL is returned before any logger is installed: a corrected call may follow.
-    if (ret === -22) loggerInitialized = false;
-    this.#check(call, ret, { target_fd: fd, level, style, options });
-  }
-
-  #claimLogger(call: string): void {
-    if (loggerInitialized) {
-      throw new KrunArgumentError(
-        call,
-        "logger",
-        "libkrun's logger is already initialised in this process (a second init aborts it)",
-      );
-    }
-    loggerInitialized = true;
+    initLog(this.#lib.symbols, o);
   }
 
   /** `krun_create_ctx`: a new configuration context id. */
@@ -394,75 +102,69 @@ export class Libkrun {
     return this.#check("krun_get_max_vcpus", this.#lib.symbols.krun_get_max_vcpus(), {});
   }
 
+  /** Runs `invoke` with an arena kept alive until it returns, then checks the result. */
+  #call(call: string, args: Record<string, unknown>, invoke: (a: Arena) => number): number {
+    const a = new Arena();
+    const ret = invoke(a);
+    a.release();
+    return this.#check(call, ret, args);
+  }
+
   /** `krun_set_root`: the guest's `/` as virtio-fs. */
   setRoot(ctx: number, rootPath: string): void {
     const call = "krun_set_root";
-    const a = new Arena();
-    const ret = this.#lib.symbols.krun_set_root(
-      ctxId(call, ctx),
-      a.cstr(call, "root_path", rootPath),
+    this.#call(
+      call,
+      { ctx_id: ctx, root_path: rootPath },
+      (a) => this.#lib.symbols.krun_set_root(ctxId(call, ctx), a.cstr(call, "root_path", rootPath)),
     );
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, root_path: rootPath });
   }
 
   /** `krun_add_virtiofs`: an extra virtio-fs share. */
   addVirtiofs(ctx: number, tag: string, path: string): void {
     const call = "krun_add_virtiofs";
-    const a = new Arena();
-    const c = ctxId(call, ctx);
-    const ret = this.#lib.symbols.krun_add_virtiofs(
-      c,
-      a.cstr(call, "c_tag", tag),
-      a.cstr(call, "c_path", path),
-    );
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, c_tag: tag, c_path: path });
+    this.#call(call, { ctx_id: ctx, c_tag: tag, c_path: path }, (a) => {
+      const c = ctxId(call, ctx);
+      return this.#lib.symbols.krun_add_virtiofs(
+        c,
+        a.cstr(call, "c_tag", tag),
+        a.cstr(call, "c_path", path),
+      );
+    });
   }
 
   /** `krun_add_virtiofs2`: an extra virtio-fs share with a DAX window of `shmSize` bytes. */
   addVirtiofs2(ctx: number, tag: string, path: string, shmSize: bigint): void {
     const call = "krun_add_virtiofs2";
-    const a = new Arena();
-    const c = ctxId(call, ctx);
-    if (typeof shmSize !== "bigint" || shmSize < 0n || shmSize >= 1n << 64n) {
-      throw new KrunArgumentError(
-        call,
-        "shm_size",
-        `expected a u64 bigint, got ${describe(String(shmSize))}`,
-      );
-    }
-    const ret = this.#lib.symbols.krun_add_virtiofs2(
-      c,
-      a.cstr(call, "c_tag", tag),
-      a.cstr(call, "c_path", path),
-      shmSize,
-    );
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, c_tag: tag, c_path: path, shm_size: String(shmSize) });
+    const args = { ctx_id: ctx, c_tag: tag, c_path: path, shm_size: String(shmSize) };
+    this.#call(call, args, (a) => {
+      const c = ctxId(call, ctx);
+      if (typeof shmSize !== "bigint" || shmSize < 0n || shmSize >= 1n << 64n) {
+        const got = describe(String(shmSize));
+        throw new KrunArgumentError(call, "shm_size", `expected a u64 bigint, got ${got}`);
+      }
+      const cTag = a.cstr(call, "c_tag", tag);
+      return this.#lib.symbols.krun_add_virtiofs2(c, cTag, a.cstr(call, "c_path", path), shmSize);
+    });
   }
 
   /** `krun_add_disk2`: a block device (`/dev/vda`, …) of format RAW 0 / QCOW2 1 / VMDK 2. */
   addDisk2(ctx: number, blockId: string, path: string, format: number, readOnly: boolean): void {
     const call = "krun_add_disk2";
-    const a = new Arena();
-    const c = ctxId(call, ctx);
-    checkInt(call, "disk_format", format, 0, U32_MAX);
-    checkBool(call, "read_only", readOnly);
-    const ret = this.#lib.symbols.krun_add_disk2(
-      c,
-      a.cstr(call, "c_block_id", blockId),
-      a.cstr(call, "c_disk_path", path),
-      format,
-      readOnly,
-    );
-    a.release();
-    this.#check(call, ret, {
+    const args = {
       ctx_id: ctx,
       c_block_id: blockId,
       c_disk_path: path,
       disk_format: format,
       read_only: readOnly,
+    };
+    this.#call(call, args, (a) => {
+      const c = ctxId(call, ctx);
+      checkInt(call, "disk_format", format, 0, U32_MAX);
+      checkBool(call, "read_only", readOnly);
+      const id = a.cstr(call, "c_block_id", blockId);
+      const disk = a.cstr(call, "c_disk_path", path);
+      return this.#lib.symbols.krun_add_disk2(c, id, disk, format, readOnly);
     });
   }
 
@@ -475,136 +177,104 @@ export class Libkrun {
     cmdline?: string,
   ): void {
     const call = "krun_set_kernel";
-    const a = new Arena();
-    const c = ctxId(call, ctx);
-    checkInt(call, "kernel_format", format, 0, U32_MAX);
-    // Both optional parameters are documented as nullable: omitted means NULL.
-    const ird = initramfs === undefined ? null : a.ptr(a.cstr(call, "initramfs", initramfs));
-    const cmd = cmdline === undefined ? null : a.ptr(a.cstr(call, "cmdline", cmdline));
-    const ret = this.#lib.symbols.krun_set_kernel(
-      c,
-      a.cstr(call, "kernel_path", kernelPath),
-      format,
-      ird,
-      cmd,
-    );
-    a.release();
-    this.#check(call, ret, {
+    const args = {
       ctx_id: ctx,
       kernel_path: kernelPath,
       kernel_format: format,
       initramfs: initramfs ?? null,
       cmdline: cmdline ?? null,
+    };
+    this.#call(call, args, (a) => {
+      const c = ctxId(call, ctx);
+      checkInt(call, "kernel_format", format, 0, U32_MAX);
+      // Both optional parameters are documented as nullable: omitted means NULL.
+      const ird = initramfs === undefined ? null : a.ptr(a.cstr(call, "initramfs", initramfs));
+      const cmd = cmdline === undefined ? null : a.ptr(a.cstr(call, "cmdline", cmdline));
+      const kernel = a.cstr(call, "kernel_path", kernelPath);
+      return this.#lib.symbols.krun_set_kernel(c, kernel, format, ird, cmd);
     });
   }
 
   /** `krun_set_exec`: the guest program, its arguments (no argv[0]) and its full environment. */
   setExec(ctx: number, execPath: string, argv: string[], envp: string[]): void {
     const call = "krun_set_exec";
-    const a = new Arena();
-    const c = ctxId(call, ctx);
-    // envp NULL would copy nerdbox's own environment into the guest: always pass an array.
-    const ret = this.#lib.symbols.krun_set_exec(
-      c,
-      a.cstr(call, "exec_path", execPath),
-      a.strArray(call, "argv", argv),
-      a.strArray(call, "envp", envp),
-    );
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, exec_path: execPath, argv, envp });
+    this.#call(call, { ctx_id: ctx, exec_path: execPath, argv, envp }, (a) => {
+      const c = ctxId(call, ctx);
+      // envp NULL would copy nerdbox's own environment into the guest: always pass an array.
+      return this.#lib.symbols.krun_set_exec(
+        c,
+        a.cstr(call, "exec_path", execPath),
+        a.strArray(call, "argv", argv),
+        a.strArray(call, "envp", envp),
+      );
+    });
   }
 
   /** `krun_set_env`: replaces the guest environment. */
   setEnv(ctx: number, envp: string[]): void {
     const call = "krun_set_env";
-    const a = new Arena();
-    const ret = this.#lib.symbols.krun_set_env(ctxId(call, ctx), a.strArray(call, "envp", envp));
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, envp });
+    this.#call(
+      call,
+      { ctx_id: ctx, envp },
+      (a) => this.#lib.symbols.krun_set_env(ctxId(call, ctx), a.strArray(call, "envp", envp)),
+    );
   }
 
   /** `krun_set_workdir`. */
   setWorkdir(ctx: number, path: string): void {
     const call = "krun_set_workdir";
-    const a = new Arena();
-    const ret = this.#lib.symbols.krun_set_workdir(
-      ctxId(call, ctx),
-      a.cstr(call, "workdir_path", path),
+    this.#call(
+      call,
+      { ctx_id: ctx, workdir_path: path },
+      (a) =>
+        this.#lib.symbols.krun_set_workdir(ctxId(call, ctx), a.cstr(call, "workdir_path", path)),
     );
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, workdir_path: path });
   }
 
   /** `krun_set_rlimits`: entries `"<RLIMIT id>=<cur>:<max>"`. */
   setRlimits(ctx: number, rlimits: string[]): void {
     const call = "krun_set_rlimits";
-    const a = new Arena();
-    const ret = this.#lib.symbols.krun_set_rlimits(
-      ctxId(call, ctx),
-      a.strArray(call, "rlimits", rlimits),
+    this.#call(
+      call,
+      { ctx_id: ctx, rlimits },
+      (a) =>
+        this.#lib.symbols.krun_set_rlimits(ctxId(call, ctx), a.strArray(call, "rlimits", rlimits)),
     );
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, rlimits });
   }
 
   /** `krun_set_port_map`: TSI port map, entries `"HOST:GUEST"` (refused after any NIC). */
   setPortMap(ctx: number, ports: string[]): void {
     const call = "krun_set_port_map";
-    const a = new Arena();
-    const ret = this.#lib.symbols.krun_set_port_map(
-      ctxId(call, ctx),
-      a.strArray(call, "port_map", ports),
+    this.#call(
+      call,
+      { ctx_id: ctx, port_map: ports },
+      (a) =>
+        this.#lib.symbols.krun_set_port_map(ctxId(call, ctx), a.strArray(call, "port_map", ports)),
     );
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, port_map: ports });
   }
 
   /** `krun_add_net_unixstream`: a virtio-net NIC on a stream socket (passt, gvproxy). */
   addNetUnixstream(ctx: number, net: NetArgs): void {
-    this.#addNet("krun_add_net_unixstream", ctx, net);
+    addNet(this.#lib.symbols, "krun_add_net_unixstream", ctx, net);
   }
 
   /** `krun_add_net_unixgram`: a virtio-net NIC on a datagram socket (vfkit-style gvproxy). */
   addNetUnixgram(ctx: number, net: NetArgs): void {
-    this.#addNet("krun_add_net_unixgram", ctx, net);
-  }
-
-  #addNet(call: "krun_add_net_unixstream" | "krun_add_net_unixgram", ctx: number, n: NetArgs) {
-    const a = new Arena();
-    const c = ctxId(call, ctx);
-    const hasPath = n.path !== undefined;
-    const hasFd = n.fd !== undefined && n.fd !== -1;
-    if (hasPath === hasFd) {
-      throw new KrunArgumentError(call, "c_path/fd", "give exactly one of a socket path or an fd");
-    }
-    const fd = hasFd ? checkInt(call, "fd", n.fd, 0, I32_MAX) : -1;
-    // In fd mode the header documents c_path as NULL.
-    const path = hasPath ? a.ptr(a.cstr(call, "c_path", n.path)) : null;
-    const mac = a.mac(call, "c_mac", n.mac);
-    checkInt(call, "features", n.features, 0, U32_MAX);
-    checkInt(call, "flags", n.flags, 0, U32_MAX);
-    const ret = this.#lib.symbols[call](c, path, fd, mac, n.features, n.flags);
-    a.release();
-    this.#check(call, ret, {
-      ctx_id: ctx,
-      c_path: n.path ?? null,
-      fd,
-      c_mac: [...mac].map((b) => b.toString(16).padStart(2, "0")).join(":"),
-      features: n.features,
-      flags: n.flags,
-    });
+    addNet(this.#lib.symbols, "krun_add_net_unixgram", ctx, net);
   }
 
   /** `krun_set_console_output`: the implicit console writes to this file. */
   setConsoleOutput(ctx: number, path: string): void {
     const call = "krun_set_console_output";
-    const a = new Arena();
-    const ret = this.#lib.symbols.krun_set_console_output(
-      ctxId(call, ctx),
-      a.cstr(call, "c_filepath", path),
+    this.#call(
+      call,
+      { ctx_id: ctx, c_filepath: path },
+      (a) =>
+        this.#lib.symbols.krun_set_console_output(
+          ctxId(call, ctx),
+          a.cstr(call, "c_filepath", path),
+        ),
     );
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, c_filepath: path });
   }
 
   /** `krun_disable_implicit_console`. */
@@ -631,54 +301,37 @@ export class Libkrun {
     outFd: number,
   ): void {
     const call = "krun_add_console_port_inout";
-    const a = new Arena();
-    const c = ctxId(call, ctx);
-    checkInt(call, "console_id", consoleId, 0, U32_MAX);
-    checkInt(call, "input_fd", inFd, 0, I32_MAX);
-    checkInt(call, "output_fd", outFd, 0, I32_MAX);
-    const ret = this.#lib.symbols.krun_add_console_port_inout(
-      c,
-      consoleId,
-      a.cstr(call, "name", name),
-      inFd,
-      outFd,
-    );
-    a.release();
-    this.#check(call, ret, {
-      ctx_id: ctx,
-      console_id: consoleId,
-      name,
-      input_fd: inFd,
-      output_fd: outFd,
+    const args = { ctx_id: ctx, console_id: consoleId, name, input_fd: inFd, output_fd: outFd };
+    this.#call(call, args, (a) => {
+      const c = ctxId(call, ctx);
+      checkInt(call, "console_id", consoleId, 0, U32_MAX);
+      checkInt(call, "input_fd", inFd, 0, I32_MAX);
+      checkInt(call, "output_fd", outFd, 0, I32_MAX);
+      const cName = a.cstr(call, "name", name);
+      return this.#lib.symbols.krun_add_console_port_inout(c, consoleId, cName, inFd, outFd);
     });
   }
 
   /** `krun_add_vsock_port`: guest connects to vsock `port` → libkrun connects to host `path`. */
   addVsockPort(ctx: number, port: number, path: string): void {
     const call = "krun_add_vsock_port";
-    const a = new Arena();
-    const c = ctxId(call, ctx);
-    checkInt(call, "port", port, 0, U32_MAX);
-    const ret = this.#lib.symbols.krun_add_vsock_port(c, port, a.cstr(call, "c_filepath", path));
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, port, c_filepath: path });
+    this.#call(call, { ctx_id: ctx, port, c_filepath: path }, (a) => {
+      const c = ctxId(call, ctx);
+      checkInt(call, "port", port, 0, U32_MAX);
+      return this.#lib.symbols.krun_add_vsock_port(c, port, a.cstr(call, "c_filepath", path));
+    });
   }
 
   /** `krun_add_vsock_port2`: as addVsockPort, or (listen) libkrun binds `path` for the guest. */
   addVsockPort2(ctx: number, port: number, path: string, listen: boolean): void {
     const call = "krun_add_vsock_port2";
-    const a = new Arena();
-    const c = ctxId(call, ctx);
-    checkInt(call, "port", port, 0, U32_MAX);
-    checkBool(call, "listen", listen);
-    const ret = this.#lib.symbols.krun_add_vsock_port2(
-      c,
-      port,
-      a.cstr(call, "c_filepath", path),
-      listen,
-    );
-    a.release();
-    this.#check(call, ret, { ctx_id: ctx, port, c_filepath: path, listen });
+    this.#call(call, { ctx_id: ctx, port, c_filepath: path, listen }, (a) => {
+      const c = ctxId(call, ctx);
+      checkInt(call, "port", port, 0, U32_MAX);
+      checkBool(call, "listen", listen);
+      const file = a.cstr(call, "c_filepath", path);
+      return this.#lib.symbols.krun_add_vsock_port2(c, port, file, listen);
+    });
   }
 
   /** `krun_get_shutdown_eventfd` (EFI builds only; -22 otherwise). */

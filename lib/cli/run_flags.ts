@@ -3,7 +3,7 @@
  * parser into RunFlags (strings as given; lib/spec validates them).
  */
 import { parseArgs } from "node:util";
-import { KRUN_LOG_LEVEL, type KrunLogLevelName } from "../../ffi/libkrun.ts";
+import { KRUN_LOG_LEVEL, type KrunLogLevelName } from "../../ffi/libkrun_symbols.ts";
 import type { Accel } from "../vm/types.ts";
 import { CNI_RUN_FLAGS, type CniRunFlags, cniRunFlags } from "./cni_flags.ts";
 

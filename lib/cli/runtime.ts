@@ -5,7 +5,8 @@
  * exit 1, as runc does.
  */
 import { VERSION } from "../version.ts";
-import { cleanDeadRun, isAlive, parseRunRecord, RUN_RECORD_FILE } from "../vm/run_state.ts";
+import { cleanDeadRun, parseRunRecord, RUN_RECORD_FILE } from "../vm/run_state.ts";
+import { isAlive } from "../proc.ts";
 import { request } from "../runtime/control.ts";
 import { execClient } from "../runtime/exec_server.ts";
 import { featuresJson } from "../runtime/spec_template.ts";

@@ -6,7 +6,7 @@
  */
 import { resolve } from "node:path";
 import { selfCommand } from "../shim/manager.ts";
-import { isAlive } from "../vm/run_state.ts";
+import { isAlive } from "../proc.ts";
 import { sandboxSpecOf } from "../runtime/prepare.ts";
 import { defaultSpec } from "../runtime/spec_template.ts";
 import {

@@ -5,7 +5,7 @@
  * shows) and enters krun_start_enter, which ends this process with the VM's status. Its own
  * failures are printed as `nerdbox vmm: …` lines and end it with 125.
  */
-import { KrunArgumentError, KrunError } from "../../ffi/libkrun.ts";
+import { KrunArgumentError, KrunError } from "../../ffi/libkrun_errors.ts";
 import { formatSpecError, SpecValidationError } from "../spec/types.ts";
 import { loadLibkrun } from "../vm/libkrun_locate.ts";
 import { connectUnixFd, dieWithParent, STOP_BEFORE_START_ENV } from "../vm/libkrun.ts";

@@ -3,8 +3,8 @@
  * chosen network list (ports → portMappings), bring `lo` up, hand the netns to the VM; teardown
  * kills what is left in the netns, DELs while the netns still exists, deletes it and restores
  * the host objects nerdbox introduced. Teardown is idempotent and also runs on SIGINT/SIGTERM.
- * The `--cni*` flags that start one are lib/cli/cni_flags.ts. One file over ~400 lines: start,
- * teardown and the crash GC share one owner record and one netns naming.
+ * The `--cni*` flags that start one are lib/cli/cni_flags.ts; the owner records and lock are
+ * cni_owners.ts, the processes in a netns netns_pids.ts.
  */
 import type { PortSpec } from "../spec/types.ts";
 import { addNetworkList, delNetworkList, gcCachedAttachments } from "./cni.ts";
@@ -14,6 +14,9 @@ import { type CniNetworkList, parseCniConfig, pickCniNetwork } from "./cni_confi
 import { cleanupHost, recordHostBaseline } from "./cni_host_cleanup.ts";
 import { type CniResult, podAddresses } from "./cni_result.ts";
 import { createNamedNetns, deleteNamedNetns, NETNS_RUN_DIR } from "./netns.ts";
+import { killNetnsProcesses } from "./netns_pids.ts";
+import { anyOwnerAlive, ownerAlive, type OwnerRecord, readOwners, withLock } from "./cni_owners.ts";
+import { processStartTime } from "../proc.ts";
 
 /** Default for `--cni-conf-dir`. */
 export const DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d";
@@ -56,18 +59,6 @@ export interface CniSession {
   teardown(): Promise<void>;
 }
 
-interface OwnerRecord {
-  pid: number;
-  start: string;
-  id: string;
-  netnsName: string;
-  network: string;
-  ifName: string;
-  /** Base64 of the list, so a crashed run can be DELed even without a cache entry. */
-  config: string;
-  capabilityArgs: Record<string, unknown>;
-}
-
 const enc = new TextEncoder();
 
 function b64(bytes: Uint8Array): string {
@@ -76,96 +67,11 @@ function b64(bytes: Uint8Array): string {
   return btoa(s);
 }
 
-async function procStart(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
-  }
-}
-
-async function ownerAlive(o: OwnerRecord): Promise<boolean> {
-  return o.pid > 0 && (await procStart(o.pid)) === o.start;
-}
-
-async function readOwners(stateDir: string): Promise<{ path: string; owner: OwnerRecord }[]> {
-  const out: { path: string; owner: OwnerRecord }[] = [];
-  try {
-    for await (const e of Deno.readDir(`${stateDir}/owners`)) {
-      if (!e.name.endsWith(".json")) continue;
-      const path = `${stateDir}/owners/${e.name}`;
-      try {
-        out.push({ path, owner: JSON.parse(await Deno.readTextFile(path)) as OwnerRecord });
-      } catch { /* half-written: its writer is alive or it is garbage; skip */ }
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  return out;
-}
-
-async function withLock<T>(stateDir: string, fn: () => Promise<T>): Promise<T> {
-  await Deno.mkdir(stateDir, { recursive: true, mode: 0o700 });
-  const f = await Deno.open(`${stateDir}/lock`, { create: true, write: true, mode: 0o600 });
-  try {
-    await f.lock(true);
-    return await fn();
-  } finally {
-    f.close();
-  }
-}
-
 function netnsNameFor(id: string): string {
   if (id.length <= 59) return NETNS_PREFIX + id;
   let h = 0x811c9dc5;
   for (const c of enc.encode(id)) h = Math.imul(h ^ c, 0x01000193) >>> 0;
   return `${NETNS_PREFIX}${id.slice(0, 50)}-${h.toString(16).padStart(8, "0")}`;
-}
-
-/**
- * Pids of the processes in the named netns: those whose `/proc/PID/ns/net` is the netns file's
- * nsfs inode (what `ip netns pids` does, without spawning it: one process less per detach).
- */
-export function netnsPids(name: string, dir = NETNS_RUN_DIR): number[] {
-  let ns: Deno.FileInfo;
-  try {
-    ns = Deno.statSync(`${dir}/${name}`);
-  } catch {
-    return [];
-  }
-  const out: number[] = [];
-  for (const e of Deno.readDirSync("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    const pid = Number(e.name);
-    if (pid <= 1 || pid === Deno.pid) continue;
-    try {
-      const st = Deno.statSync(`/proc/${pid}/ns/net`);
-      if (st.ino === ns.ino && st.dev === ns.dev) out.push(pid);
-    } catch { /* gone, or a kernel thread */ }
-  }
-  return out;
-}
-
-/** Kills every process still in the named netns (SIGTERM, then SIGKILL after 2 s). */
-async function killNetnsProcesses(name: string): Promise<void> {
-  const pids = () => Promise.resolve(netnsPids(name));
-  let left = await pids();
-  if (left.length === 0) return;
-  for (const p of left) {
-    try {
-      Deno.kill(p, "SIGTERM");
-    } catch { /* gone */ }
-  }
-  for (let i = 0; i < 40 && left.length > 0; i++) {
-    await new Promise((r) => setTimeout(r, 50));
-    left = await pids();
-  }
-  for (const p of left) {
-    try {
-      Deno.kill(p, "SIGKILL");
-    } catch { /* gone */ }
-  }
 }
 
 function portMappings(ports: PortSpec[]): Record<string, unknown>[] {
@@ -299,7 +205,7 @@ async function setupSession(opts: CniSessionOptions): Promise<CniSession> {
   const ownerPath = `${stateDir}/owners/${netnsName}.json`;
   const owner: OwnerRecord = {
     pid: Deno.pid,
-    start: (await procStart(Deno.pid)) ?? "",
+    start: (await processStartTime(Deno.pid)) ?? "",
     id: opts.id,
     netnsName,
     network: list.name,
@@ -319,10 +225,9 @@ async function setupSession(opts: CniSessionOptions): Promise<CniSession> {
     await withLock(stateDir, async () => {
       const errors = await detach(owner, list, cniOpts);
       if (errors.length === 0) await Deno.remove(ownerPath).catch(() => {});
-      const others = (await readOwners(stateDir)).filter((o) => o.path !== ownerPath);
-      let anyLive = false;
-      for (const o of others) if (await ownerAlive(o.owner)) anyLive = true;
-      if (!anyLive) errors.push(...await cleanupHost(stateDir));
+      if (!await anyOwnerAlive(stateDir, ownerPath)) {
+        errors.push(...await cleanupHost(stateDir));
+      }
       if (errors.length > 0) {
         throw new Error(`CNI teardown of ${opts.id}: ${errors.join("; ")}`);
       }
@@ -373,10 +278,7 @@ async function setupSession(opts: CniSessionOptions): Promise<CniSession> {
       }
       if (created) await deleteNamedNetns(netnsName).catch(() => {});
       await Deno.remove(ownerPath).catch(() => {});
-      const others = await readOwners(stateDir);
-      let anyLive = false;
-      for (const o of others) if (await ownerAlive(o.owner)) anyLive = true;
-      if (!anyLive) await cleanupHost(stateDir);
+      if (!await anyOwnerAlive(stateDir)) await cleanupHost(stateDir);
       throw e;
     }
   });

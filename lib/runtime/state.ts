@@ -5,7 +5,7 @@
  * supervisor write the record; everyone else reads it. Writes are atomic (tmp + rename).
  */
 import { RUN_STATE_ROOT } from "../cli/run.ts";
-import { isAlive, type ProcRef } from "../vm/run_state.ts";
+import { isAlive, type ProcRef } from "../proc.ts";
 import { SUN_PATH_MAX } from "../spec/socket_path.ts";
 
 /** Default `--root`: beside the run state dirs, never swept by them (it has no owner.json). */

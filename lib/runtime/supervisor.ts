@@ -8,7 +8,7 @@
  * container's status. Its pid is the container's pid in OCI state.
  */
 import { startVm } from "../vm/launch.ts";
-import { procRef } from "../vm/run_state.ts";
+import { procRef } from "../proc.ts";
 import type { VmHandle, VmPlan, VmStdio } from "../vm/types.ts";
 import { type ControlRequest, writeAll } from "./control.ts";
 import { serveExec } from "./exec_server.ts";

@@ -6,7 +6,8 @@
  */
 import type { ProcessSpec } from "../spec/types.ts";
 import type { VmExit, VmHandle, VmPlan, VmStdio } from "../vm/types.ts";
-import { processStartTime, VMM_FILE } from "./manager.ts";
+import { VMM_FILE } from "./manager.ts";
+import { processStartTime } from "../proc.ts";
 import { unmountAll } from "./mounts.ts";
 import { openProcessIo, type ProcessIo, type StdioPaths } from "./stdio.ts";
 

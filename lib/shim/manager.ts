@@ -16,6 +16,7 @@ import {
   takeReservation,
   unlockSockets,
 } from "./rundir.ts";
+import { processStartTime } from "../proc.ts";
 
 /** File in the bundle where the daemon records the VMM it started (for `delete` after a crash). */
 export const VMM_FILE = "nerdbox-vmm.json";
@@ -135,16 +136,6 @@ export interface DeleteResult {
 interface VmmRecord {
   pid: number;
   startTime: string;
-}
-
-/** Field 22 (starttime) of /proc/<pid>/stat, or undefined when the process is gone. */
-export async function processStartTime(pid: number): Promise<string | undefined> {
-  try {
-    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
-  } catch {
-    return undefined;
-  }
 }
 
 async function killLeftoverVmm(bundle: string): Promise<number> {

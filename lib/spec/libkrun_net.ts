@@ -1,9 +1,9 @@
 /**
  * How a NIC maps onto libkrun's `krun_add_net_unixgram` / `krun_add_net_unixstream`: the one owner
  * of the mode → function mapping and of the flags (the NET_FLAG_* values are the C header's, in
- * ffi/libkrun.ts).
+ * ffi/libkrun_symbols.ts).
  */
-import { NET_FLAG_INCLUDE_VNET_HEADER, NET_FLAG_VFKIT } from "../../ffi/libkrun.ts";
+import { NET_FLAG_INCLUDE_VNET_HEADER, NET_FLAG_VFKIT } from "../../ffi/libkrun_symbols.ts";
 import type { NetMode } from "./types.ts";
 import { type Mac, macCText } from "./mac.ts";
 

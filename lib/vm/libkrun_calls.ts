@@ -4,7 +4,9 @@
  * sequence both the `nerdbox vmm` child and `nerdbox run --dry-run` go through
  * (configureContext).
  */
-import { KRUN_DISK_FORMAT, KrunArgumentError, KrunError, type Libkrun } from "../../ffi/libkrun.ts";
+import type { Libkrun } from "../../ffi/libkrun.ts";
+import { KrunArgumentError, KrunError } from "../../ffi/libkrun_errors.ts";
+import { KRUN_DISK_FORMAT } from "../../ffi/libkrun_symbols.ts";
 import { CHANNEL_PORT_NAME } from "../guest_protocol.ts";
 import { SpecValidationError } from "../spec/types.ts";
 import { type Mac, macBytes, parseMac } from "../spec/mac.ts";

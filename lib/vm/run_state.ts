@@ -10,12 +10,7 @@
 import { undoTcRedirect } from "../net/tc_redirect.ts";
 import { validateNetnsPath } from "../net/netns.ts";
 import { removeTsiCgroup } from "./tsi_guard.ts";
-
-/** A process identified by pid and kernel start time (`/proc/PID/stat` field 22). */
-export interface ProcRef {
-  pid: number;
-  start: string;
-}
+import { isAlive, type ProcRef, procRef } from "../proc.ts";
 
 /** What `owner.json` holds. */
 export interface RunRecord {
@@ -32,29 +27,6 @@ export interface RunRecord {
 
 /** The record's file name inside a state dir. */
 export const RUN_RECORD_FILE = "owner.json";
-
-/** Reads `/proc/PID/stat`: [state, starttime], or undefined when the process is gone. */
-function procStat(pid: number): [string, string] | undefined {
-  try {
-    const text = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    const rest = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    return [rest[0], rest[19]];
-  } catch {
-    return undefined;
-  }
-}
-
-/** The ProcRef of a running pid (undefined when it is gone). */
-export function procRef(pid: number): ProcRef | undefined {
-  const s = procStat(pid);
-  return s ? { pid, start: s[1] } : undefined;
-}
-
-/** True while the very process `ref` names runs (not a zombie, not a reused pid). */
-export function isAlive(ref: ProcRef): boolean {
-  const s = procStat(ref.pid);
-  return s !== undefined && s[0] !== "Z" && s[1] === ref.start;
-}
 
 /** Writes the record atomically (tmp + rename). */
 export async function writeRunRecord(stateDir: string, rec: RunRecord): Promise<void> {

@@ -24,10 +24,10 @@ import { RequestSchema, ResponseSchema } from "../../lib/shim/proto/gen/ttrpc/tt
 import { fromBinary } from "@bufbuild/protobuf";
 import * as pb from "../../lib/shim/proto/gen/containerd/shim_pb.ts";
 import { Code, TtrpcClient, TtrpcServer } from "../../lib/shim/ttrpc.ts";
-import { TASK_SERVICE, TaskService } from "../../lib/shim/task_service.ts";
-import { EventPublisher } from "../../lib/shim/events.ts";
+import { TASK_SERVICE } from "../../lib/shim/task_service.ts";
 import { fuzz, mutateBytes, Rng, utf8 } from "./harness.ts";
 import { concat } from "../../guest/netlink.ts";
+import { localTaskService } from "../helpers/task_service.ts";
 
 const FRAME_STREAMS = [
   concat([
@@ -191,15 +191,7 @@ async function withTaskServer(fn: (path: string) => Promise<void>) {
   const server = new TtrpcServer();
   const errors: unknown[] = [];
   server.onError = (e) => errors.push(e);
-  const service = new TaskService({
-    namespace: "fuzz",
-    runDir: `${dir}/run`,
-    events: new EventPublisher("", "fuzz", () => {}),
-    log: () => {},
-    launcher: () => Promise.reject(new Error("fuzz: no VM may start")),
-    resolveBackend: () => Promise.resolve("qemu"),
-    onShutdown: () => {},
-  });
+  const service = localTaskService("fuzz", `${dir}/run`);
   service.register(server);
   const listener = Deno.listen({ transport: "unix", path });
   const serving = server.serve(listener);

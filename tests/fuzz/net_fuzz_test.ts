@@ -6,15 +6,7 @@
  */
 import { ok } from "node:assert/strict";
 import { CniResultError, parseCniResult } from "../../lib/net/cni_result.ts";
-import {
-  decodeDhcp,
-  DhcpType,
-  encodeDhcp,
-  ipUdp,
-  leaseOf,
-  Opt,
-  parseIpUdp,
-} from "../../guest/dhcp.ts";
+import { decodeDhcp, DhcpType, ipUdp, leaseOf, Opt, parseIpUdp } from "../../guest/dhcp.ts";
 import {
   addAddrMsg,
   attr,
@@ -29,6 +21,7 @@ import {
   u32,
 } from "../../guest/netlink.ts";
 import { fuzz, mutateBytes, mutateJson, utf8 } from "./harness.ts";
+import { serverReply } from "../helpers/dhcp_reply.ts";
 
 const CNI_RESULTS: unknown[] = [
   {
@@ -63,7 +56,7 @@ Deno.test("fuzz: parseCniResult throws only CniResultError", async () => {
 });
 
 function offer(): Uint8Array {
-  const options = new Map<number, Uint8Array>([
+  return serverReply([
     [Opt.MSG_TYPE, Uint8Array.of(DhcpType.OFFER)],
     [Opt.SUBNET, Uint8Array.of(255, 255, 255, 0)],
     [Opt.ROUTER, Uint8Array.of(10, 0, 2, 2)],
@@ -72,18 +65,7 @@ function offer(): Uint8Array {
     [Opt.MTU, Uint8Array.of(0x05, 0xdc)],
     [Opt.LEASE, Uint8Array.of(0, 0, 0x0e, 0x10)],
     [Opt.SERVER_ID, Uint8Array.of(10, 0, 2, 2)],
-  ]);
-  return encodeDhcp({
-    op: 2,
-    xid: 0x1234,
-    secs: 0,
-    broadcast: false,
-    ciaddr: new Uint8Array(4),
-    yiaddr: Uint8Array.of(10, 0, 2, 15),
-    siaddr: Uint8Array.of(10, 0, 2, 2),
-    chaddr: new Uint8Array(16),
-    options,
-  });
+  ], 0x1234);
 }
 
 const IPV4_RE = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;

@@ -8,6 +8,7 @@ import { exists } from "../../lib/fs.ts";
 import { shimPidsOf } from "./procs.ts";
 import { killAfter } from "../../lib/helper_process.ts";
 import { checkErofsHost, EROFS_BIN_DIR, erofsConfigLines } from "./containerd_erofs.ts";
+import { sha256File } from "./erofs.ts";
 
 /** The repository root. */
 export const REPO = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -279,12 +280,6 @@ export async function startContainerd(
     bundleDir: (id, ns = "default") => `${state}/io.containerd.runtime.v2.task/${ns}/${id}`,
     stop,
   };
-}
-
-async function sha256File(path: string): Promise<string> {
-  const data = await Deno.readFile(path);
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", data));
-  return [...d].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** Busybox applets linked into the test image. */

@@ -6,6 +6,7 @@
  */
 import { makeBusyboxRootfs } from "./rootfs.ts";
 import { NERDBOX } from "./nerdbox_cli.ts";
+import { runCommandText } from "./procs.ts";
 
 /** The image the docker test imports. */
 export const DOCKER_IMAGE = "nbxbusybox:latest";
@@ -60,16 +61,7 @@ export async function startDockerd(): Promise<Dockerd> {
   };
   void pump(daemon.stdout).catch(() => {});
   void pump(daemon.stderr).catch(() => {});
-  const docker = async (args: string[]) => {
-    const o = await new Deno.Command(DOCKER, {
-      args: ["--host", `unix://${sock}`, ...args],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const d = new TextDecoder();
-    return { code: o.code, stdout: d.decode(o.stdout), stderr: d.decode(o.stderr) };
-  };
+  const docker = (args: string[]) => runCommandText(DOCKER, ["--host", `unix://${sock}`, ...args]);
   const log = () => Deno.readTextFile(`${dir}/dockerd.log`).catch(() => "");
   const close = async () => {
     await docker(["rm", "-f", ...(await docker(["ps", "-aq"])).stdout.split("\n").filter(Boolean)]);

@@ -99,6 +99,45 @@ export async function makeLoopRootfs(dir: string): Promise<LoopRootfs> {
   return { device, detach: () => run("losetup", ["-d", device], true).then(() => {}) };
 }
 
+/** Runs `fn` with a fresh loop rootfs (in a temp dir named after `prefix`), detached after. */
+export async function withLoopRootfs(
+  prefix: string,
+  fn: (rootfs: LoopRootfs) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix });
+  let rootfs: LoopRootfs | undefined;
+  try {
+    rootfs = await makeLoopRootfs(dir);
+    await fn(rootfs);
+  } finally {
+    await rootfs?.detach();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** The runGuest prefix that runs the guest in netns `ns` with private mount and UTS namespaces. */
+export function inNetns(ns: string): string[] {
+  return ["ip", "netns", "exec", ns, "unshare", "-m", "-u"];
+}
+
+/** Adds a veth pair `name` (with `mac`) / `peer` inside netns `ns`. */
+export async function addVeth(ns: string, name: string, mac: string, peer: string): Promise<void> {
+  await run("ip", [
+    "-n",
+    ns,
+    "link",
+    "add",
+    name,
+    "address",
+    mac,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    peer,
+  ]);
+}
+
 /** A named network namespace (`ip netns add`), deleted by `remove`. */
 export async function makeNetns(name: string): Promise<{ name: string; remove(): Promise<void> }> {
   await run("ip", ["netns", "del", name], true);

@@ -7,6 +7,7 @@
  * shared machine scope the diff with `only` (e.g. their unique sandbox id) or pick `aspects`.
  */
 import { listProcesses, procStat } from "./procs.ts";
+import { makeBusyboxRootfs } from "./rootfs.ts";
 
 /** One labelled, sorted list of lines per aspect of host state. */
 export type HostSnapshot = Record<string, string[]>;
@@ -248,4 +249,25 @@ export async function assertNothingLeft(
 ): Promise<void> {
   const diff = await settledDiff(before, opts, ms);
   if (diff !== "") throw new Error(`${what}:\n${diff}`);
+}
+
+/**
+ * Runs `fn` with a busybox rootfs and a unique id (`<prefix>-XXXXXXXX`); afterwards no process, run
+ * file or mount naming the id may be left on the host (settling for up to 15 s).
+ */
+export async function withScopedRun(
+  prefix: string,
+  fn: (rootfs: string, id: string, dir: string) => Promise<void>,
+): Promise<void> {
+  const aspects: Aspect[] = ["processes", "runFiles", "mounts"];
+  const dir = await Deno.makeTempDir({ prefix: `${prefix}-` });
+  const id = `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+  const before = await takeHostSnapshot({ aspects });
+  try {
+    await makeBusyboxRootfs(`${dir}/rootfs`);
+    await fn(`${dir}/rootfs`, id, dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await assertNothingLeft(before, { aspects, only: new RegExp(id) }, 15_000);
+  }
 }

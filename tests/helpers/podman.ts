@@ -6,6 +6,7 @@
  */
 import { buildBusyboxImage } from "./containerd.ts";
 import { NERDBOX } from "./nerdbox_cli.ts";
+import { runCommandText } from "./procs.ts";
 
 /** The image the podman tests load. */
 export const PODMAN_IMAGE = "localhost/nbxbusybox:latest";
@@ -50,17 +51,7 @@ export async function startPodman(subnet = "10.217.9.0/24"): Promise<Podman> {
   );
   const env = { CONTAINERS_CONF: `${dir}/containers.conf`, PATH: Deno.env.get("PATH") ?? "" };
   const base = ["--root", `${dir}/storage`, "--runroot", runroot, "--runtime", NERDBOX];
-  const run = async (args: string[]) => {
-    const o = await new Deno.Command("podman", {
-      args: [...base, ...args],
-      env,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const d = new TextDecoder();
-    return { code: o.code, stdout: d.decode(o.stdout), stderr: d.decode(o.stderr) };
-  };
+  const run = (args: string[]) => runCommandText("podman", [...base, ...args], { env });
   const close = async () => {
     await run(["rm", "-af", "-t", "0"]);
     await run(["rmi", "-af"]);

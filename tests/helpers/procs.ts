@@ -1,5 +1,5 @@
 /** The one /proc scanner of the tests: processes, their argv and their stat fields. */
-import { type ProcRef, procRef } from "../../lib/vm/run_state.ts";
+import { type ProcRef, procRef } from "../../lib/proc.ts";
 
 /** One process as /proc shows it. */
 export interface ProcInfo {
@@ -110,4 +110,44 @@ export async function busyProcesses(
     if (cpu >= minCpu) out.push({ pid, cpu: Math.round(cpu), cmdline: b.cmdline.slice(0, 160) });
   }
   return out.sort((a, b) => b.cpu - a.cpu);
+}
+
+/** What a finished command printed: stdout as bytes, stderr as text. */
+export interface CommandOutput {
+  code: number;
+  stdout: Uint8Array;
+  stderr: string;
+}
+
+/** Runs `cmd` to completion with `stdin` (closed after) or no stdin; never through a shell. */
+export async function runCommand(
+  cmd: string,
+  args: string[],
+  o: { cwd?: string; stdin?: Uint8Array; env?: Record<string, string> } = {},
+): Promise<CommandOutput> {
+  const child = new Deno.Command(cmd, {
+    args,
+    cwd: o.cwd,
+    env: o.env,
+    stdin: o.stdin ? "piped" : "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (o.stdin) {
+    const w = child.stdin.getWriter();
+    await w.write(o.stdin);
+    await w.close();
+  }
+  const out = await child.output();
+  return { code: out.code, stdout: out.stdout, stderr: new TextDecoder().decode(out.stderr) };
+}
+
+/** runCommand with stdout decoded as text too. */
+export async function runCommandText(
+  cmd: string,
+  args: string[],
+  o: { cwd?: string; stdin?: Uint8Array; env?: Record<string, string> } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await runCommand(cmd, args, o);
+  return { ...out, stdout: new TextDecoder().decode(out.stdout) };
 }

@@ -50,9 +50,10 @@ export function uniqueName(prefix: string): string {
 /**
  * Starts `passt -f -q -4 -1 -s SOCK` inside a fresh netns (veth with 192.168.77.2/24 and a default
  * route via 192.168.77.1, which passt needs). The socket directory is mode 1777 because passt drops
- * to nobody before binding. Throws (after cleaning up) if passt or `ip` is missing or fails.
+ * to nobody before binding. `passtArgs` are added to passt's own. Throws (after cleaning up) if
+ * passt or `ip` is missing or fails.
  */
-export async function startPasst(prefix = "nbx-insp"): Promise<Provider> {
+export async function startPasst(prefix = "nbx-insp", passtArgs: string[] = []): Promise<Provider> {
   const ns = uniqueName(prefix);
   const dir = await Deno.makeTempDir({ prefix: `${ns}-` });
   const socket = `${dir}/passt.sock`;
@@ -79,7 +80,7 @@ export async function startPasst(prefix = "nbx-insp"): Promise<Provider> {
     await ip("link", "set", "v1", "up");
     await ip("route", "add", "default", "via", "192.168.77.1", "dev", "v0");
     child = new Deno.Command("ip", {
-      args: ["netns", "exec", ns, "passt", "-f", "-q", "-4", "-1", "-s", socket],
+      args: ["netns", "exec", ns, "passt", "-f", "-q", "-4", "-1", "-s", socket, ...passtArgs],
       stdin: "null",
       stdout: "null",
       stderr: "piped",

@@ -3,6 +3,7 @@
  * read OCI state, wait for a status, and check a sandbox left nothing (dir, supervisor, VMM).
  */
 import { NERDBOX } from "./nerdbox_cli.ts";
+import { isAlive, procRef } from "../../lib/proc.ts";
 
 /** One verb's result. */
 export interface VerbResult {
@@ -56,12 +57,8 @@ export async function ociState(
 
 /** True while `pid` is a live (non-zombie) process. */
 export function pidAlive(pid: number): boolean {
-  try {
-    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
-  } catch {
-    return false;
-  }
+  const ref = procRef(pid);
+  return ref !== undefined && isAlive(ref);
 }
 
 /** Polls until `fn` is true or `ms` passes; returns whether it became true. */

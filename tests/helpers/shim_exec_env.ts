@@ -2,13 +2,13 @@
  * Helpers for shim tests driving a private containerd (tests/helpers/containerd.ts): waiting,
  * `ctr task ls` parsing, and the check that nothing of a container is left behind.
  */
-import { deepEqual, equal } from "node:assert/strict";
+import { equal } from "node:assert/strict";
 import { type Containerd, IMAGE, mountsUnder, RUNTIME } from "./containerd.ts";
 import { socketPath } from "../../lib/shim/address.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
 import { exists } from "../../lib/fs.ts";
 import { processesWith } from "./procs.ts";
-import { waitFor } from "./wait.ts";
+import { assertSettlesEmpty, waitFor } from "./wait.ts";
 
 export { processesWith, waitFor };
 
@@ -40,13 +40,7 @@ export async function assertNoLeftovers(ctd: Containerd, ids: string[], ns = "de
     }
     return p;
   };
-  const deadline = Date.now() + 15_000;
-  let left = await problems();
-  while (left.length > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 200));
-    left = await problems();
-  }
-  deepEqual(left, [], `leftovers:\n${left.join("\n")}`);
+  await assertSettlesEmpty(problems);
 }
 
 /**
@@ -80,13 +74,26 @@ export async function runDetached(ctd: Containerd, id: string, script: string): 
 }
 
 /** `ctr events` running in the background: kill it, then read `text` (all it printed). */
-export function ctrEvents(
-  ctd: Containerd,
-): { kill(signo: Deno.Signal): void; status: Promise<Deno.CommandStatus>; text: Promise<string> } {
+export interface CtrEvents {
+  kill(signo: Deno.Signal): void;
+  status: Promise<Deno.CommandStatus>;
+  text: Promise<string>;
+  /** SIGKILLs it (if still running) and waits for it to end. */
+  close(): Promise<void>;
+}
+
+/** Starts `ctr events` against `ctd`. */
+export function ctrEvents(ctd: Containerd): CtrEvents {
   const events = ctd.spawnCtr(["events"]);
   const text = new Response(events.stdout).text();
   events.stderr.cancel();
-  return { kill: (signo) => events.kill(signo), status: events.status, text };
+  const close = async () => {
+    try {
+      events.kill("SIGKILL");
+    } catch { /* done */ }
+    await events.status;
+  };
+  return { kill: (signo) => events.kill(signo), status: events.status, text, close };
 }
 
 /** `ctr run --rm` as `id` of a workload that writes to both streams and exits 3: all comes through. */

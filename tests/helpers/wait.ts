@@ -47,3 +47,20 @@ export async function waitFor<T>(
   }
   throw new Error(`timed out waiting for ${what}${run ? `:\n${run.output()}` : ""}`);
 }
+
+/**
+ * Polls `problems` (every 200 ms, up to `ms`) until it lists none, then asserts the list is empty:
+ * the failure shows what was still left at the deadline.
+ */
+export async function assertSettlesEmpty(
+  problems: () => Promise<string[]>,
+  ms = 15_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  let left = await problems();
+  while (left.length > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 200));
+    left = await problems();
+  }
+  if (left.length > 0) throw new Error(`leftovers:\n${left.join("\n")}`);
+}

@@ -29,6 +29,7 @@ import {
   waitFor,
   waitProcsGone,
 } from "../helpers/pod_run.ts";
+import { writeBundle } from "../helpers/bundle.ts";
 
 /** A guest script: report the address, send one line out, serve /www on each port (last in front). */
 function serveScript(egress: string, ports: number[]): string {
@@ -55,21 +56,12 @@ Deno.test("--bundle naming a CNI-prepared netns, no -p: guest servers answer at 
   try {
     await pod.add();
     const nsBefore = await netnsState(netns);
-    await makeBusyboxRootfs(`${bundle}/rootfs`);
-    await Deno.writeTextFile(
-      `${bundle}/config.json`,
-      JSON.stringify({
-        ociVersion: "1.0.2",
-        root: { path: "rootfs" },
-        process: {
-          args: ["sh", "-c", serveScript(`${ip} ${sink.port}`, [50051, 8000])],
-          cwd: "/",
-          env: ["PATH=/bin:/sbin:/usr/bin"],
-        },
-        hostname: "nbxpod-bundle",
-        linux: { namespaces: [{ type: "pid" }, { type: "network", path: pod.path }] },
-      }),
-    );
+    await writeBundle(bundle, {
+      args: ["sh", "-c", serveScript(`${ip} ${sink.port}`, [50051, 8000])],
+      hostname: "nbxpod-bundle",
+      netns: pod.path,
+      rootfs: "busybox",
+    });
     const run = nerdboxRun(["--backend", "qemu", "--bundle", bundle, "--name", ns]);
     try {
       const body = await waitFor(

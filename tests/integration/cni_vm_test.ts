@@ -22,6 +22,7 @@ import {
   waitSigintHandler,
 } from "../helpers/cni_fixtures.ts";
 import { httpGet, nerdboxRun, oneShotListener, type PodRun, waitFor } from "../helpers/pod_run.ts";
+import { writeBundle } from "../helpers/bundle.ts";
 
 /** `nerdbox run --backend qemu --cni` with `conf` and Debian's plugins, more `flags`, then `cmd`. */
 function cniRun(conf: string, rootfs: string, flags: string[], cmd: string[]): PodRun {
@@ -40,77 +41,84 @@ function cniRun(conf: string, rootfs: string, flags: string[], cmd: string[]): P
   ]);
 }
 
+/**
+ * Runs `fn` with a CNI conf dir holding `files` and a busybox rootfs, both removed afterwards; the
+ * host's interfaces, routes, rules and netns must then be as before.
+ */
+async function withCniRun(
+  files: Record<string, unknown>,
+  fn: (conf: string, rootfs: string) => Promise<void>,
+): Promise<void> {
+  await requireCniPlugins();
+  const before = await hostSnapshot();
+  const rootfs = await makeBusyboxRootfs();
+  const conf = await tempDirWith(files);
+  try {
+    await fn(conf, rootfs);
+  } finally {
+    await Deno.remove(conf, { recursive: true });
+    await Deno.remove(rootfs, { recursive: true });
+  }
+  await assertHostUnchanged(before);
+}
+
 const HTTPD =
   "mkdir -p /www && echo served-by-guest > /www/index.html && exec httpd -f -p 80 -h /www";
 
 Deno.test("nerdbox run --cni: tutorial confs, guest egress leaves from the pod IP, exit status, clean host", async () => {
-  await requireCniPlugins();
-  const before = await hostSnapshot();
-  const rootfs = await makeBusyboxRootfs();
-  const conf = await tempDirWith({
+  await withCniRun({
     "10-bridge.conf": tutorialBridge("nbxcnivm1", "nbxcni7", "10.213.7.0/24"),
     "99-loopback.conf": tutorialLoopback(),
+  }, async (conf, rootfs) => {
+    const ip = await outboundIp();
+    const listener = oneShotListener(ip);
+    const port = listener.port;
+    try {
+      const accepted = listener.got;
+      const run = cniRun(conf, rootfs, ["--name", "nbxcni-vm1"], [
+        "sh",
+        "-c",
+        `ip -4 -o addr show eth0; echo hello-from-guest | nc ${ip} ${port}; exit 7`,
+      ]);
+      const { code, output } = await run.done;
+      assert.equal(code, 7, output);
+      assert.match(output, /eth0\s+inet 10\.213\.7\.2\/24/, "the guest got the pod address");
+      const got = await accepted;
+      assert.deepEqual(got, { from: "10.213.7.2", text: "hello-from-guest" });
+    } finally {
+      listener.close();
+    }
   });
-  const ip = await outboundIp();
-  const listener = oneShotListener(ip);
-  const port = listener.port;
-  try {
-    const accepted = listener.got;
-    const run = cniRun(conf, rootfs, ["--name", "nbxcni-vm1"], [
-      "sh",
-      "-c",
-      `ip -4 -o addr show eth0; echo hello-from-guest | nc ${ip} ${port}; exit 7`,
-    ]);
-    const { code, output } = await run.done;
-    assert.equal(code, 7, output);
-    assert.match(output, /eth0\s+inet 10\.213\.7\.2\/24/, "the guest got the pod address");
-    const got = await accepted;
-    assert.deepEqual(got, { from: "10.213.7.2", text: "hello-from-guest" });
-  } finally {
-    listener.close();
-    await Deno.remove(conf, { recursive: true });
-    await Deno.remove(rootfs, { recursive: true });
-  }
-  await assertHostUnchanged(before);
 });
 
 Deno.test("nerdbox run --cni: SIGINT during the CNI setup → attachment undone, 130, clean host", async () => {
-  await requireCniPlugins();
-  const before = await hostSnapshot();
-  const rootfs = await makeBusyboxRootfs();
-  const conf = await tempDirWith({
+  await withCniRun({
     "10-bridge.conf": tutorialBridge("nbxcnivm2", "nbxcni8", "10.213.8.0/24"),
     "99-loopback.conf": tutorialLoopback(),
+  }, async (conf, rootfs) => {
+    const release = await holdCniLock(); // as if another nerdbox were attaching right now
+    let released = false;
+    try {
+      const run = cniRun(conf, rootfs, ["--name", "nbxcni-vm2"], ["sleep", "600"]);
+      await waitSigintHandler(run.child.pid);
+      run.child.kill("SIGINT");
+      release();
+      released = true;
+      const { code, output } = await run.done;
+      assert.equal(code, 130, output);
+      assert.match(output, /interrupted by SIGINT during CNI setup; detaching/);
+    } finally {
+      if (!released) release();
+    }
   });
-  const release = await holdCniLock(); // as if another nerdbox were attaching right now
-  let released = false;
-  try {
-    const run = cniRun(conf, rootfs, ["--name", "nbxcni-vm2"], ["sleep", "600"]);
-    await waitSigintHandler(run.child.pid);
-    run.child.kill("SIGINT");
-    release();
-    released = true;
-    const { code, output } = await run.done;
-    assert.equal(code, 130, output);
-    assert.match(output, /interrupted by SIGINT during CNI setup; detaching/);
-  } finally {
-    if (!released) release();
-    await Deno.remove(conf, { recursive: true });
-    await Deno.remove(rootfs, { recursive: true });
-  }
-  await assertHostUnchanged(before);
 });
 
 Deno.test("nerdbox run --cni -p: host port → portmap → pod IP → guest; SIGTERM → 143, clean host", async () => {
-  await requireCniPlugins();
-  const before = await hostSnapshot();
-  const rootfs = await makeBusyboxRootfs();
-  const conf = await tempDirWith({
+  await withCniRun({
     "10-pm.conflist": portmapList("nbxcnivm3", "nbxcni9", "10.213.9.0/24"),
-  });
-  const hostPort = freePort();
-  const ip = await outboundIp();
-  try {
+  }, async (conf, rootfs) => {
+    const hostPort = freePort();
+    const ip = await outboundIp();
     const run = cniRun(conf, rootfs, ["-p", `${hostPort}:80`, "--name", "nbxcni-vm3"], [
       "sh",
       "-c",
@@ -127,11 +135,7 @@ Deno.test("nerdbox run --cni -p: host port → portmap → pod IP → guest; SIG
     run.child.kill("SIGTERM");
     const { code, output } = await run.done;
     assert.equal(code, 143, output);
-  } finally {
-    await Deno.remove(conf, { recursive: true });
-    await Deno.remove(rootfs, { recursive: true });
-  }
-  await assertHostUnchanged(before);
+  });
 });
 
 Deno.test("nerdbox run --cni: missing plugin, failing config and flag misuse are exit 125 with a clear error", async () => {
@@ -202,17 +206,12 @@ Deno.test("nerdbox run --bundle: config.json names a netns the CNI plugins prepa
   try {
     // the tutorial: ADD bridge as eth0 and loopback as lo, then hand the path to the runtime
     await pod.add();
-    await makeBusyboxRootfs(`${bundle}/rootfs`);
-    await Deno.writeTextFile(
-      `${bundle}/config.json`,
-      JSON.stringify({
-        ociVersion: "1.0.2",
-        root: { path: "rootfs" },
-        process: { args: ["sh", "-c", HTTPD], cwd: "/", env: ["PATH=/bin:/sbin:/usr/bin"] },
-        hostname: "nbxcni-bundle",
-        linux: { namespaces: [{ type: "pid" }, { type: "network", path: pod.path }] },
-      }),
-    );
+    await writeBundle(bundle, {
+      args: ["sh", "-c", HTTPD],
+      hostname: "nbxcni-bundle",
+      netns: pod.path,
+      rootfs: "busybox",
+    });
     const run = nerdboxRun([
       "--backend",
       "qemu",

@@ -7,28 +7,11 @@
  */
 import { doesNotMatch, equal, match, notEqual, ok } from "node:assert/strict";
 import { NERDBOX, nerdbox, runArgv } from "../helpers/nerdbox_cli.ts";
-import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
-import {
-  type Aspect,
-  assertNothingLeft,
-  nerdboxProcesses,
-  takeHostSnapshot,
-} from "../helpers/host_snapshot.ts";
-
-const ASPECTS: Aspect[] = ["processes", "runFiles", "mounts"];
+import { nerdboxProcesses, withScopedRun } from "../helpers/host_snapshot.ts";
 
 /** A rootfs and a unique id; afterwards nothing of the id may remain on the host. */
-async function withRun(fn: (rootfs: string, id: string, dir: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "nbx-faults-" });
-  const id = `nbx-faults-${crypto.randomUUID().slice(0, 8)}`;
-  const before = await takeHostSnapshot({ aspects: ASPECTS });
-  try {
-    await makeBusyboxRootfs(`${dir}/rootfs`);
-    await fn(`${dir}/rootfs`, id, dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-    await assertNothingLeft(before, { aspects: ASPECTS, only: new RegExp(id) }, 15_000);
-  }
+function withRun(fn: (rootfs: string, id: string, dir: string) => Promise<void>): Promise<void> {
+  return withScopedRun("nbx-faults", fn);
 }
 
 /** Spawns `nerdbox run` and resolves once its stdout printed `marker`. */

@@ -4,16 +4,10 @@
  * Also: no server → the distinct dhcp_timeout error and exit status.
  */
 import assert from "node:assert/strict";
-import {
-  DENO,
-  type LoopRootfs,
-  makeLoopRootfs,
-  makeNetns,
-  run,
-  runGuest,
-} from "../helpers/guest_env.ts";
+import { DENO, inNetns, makeNetns, run, runGuest, withLoopRootfs } from "../helpers/guest_env.ts";
 import {
   GUEST_EXIT,
+  type GuestConfig,
   type GuestError,
   type GuestNetworkReport,
   MsgType,
@@ -21,6 +15,22 @@ import {
 
 const MAC = "52:54:00:9d:00:01";
 const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** A dev-mode guest config: block rootfs `device`, one NIC (MAC) configured by DHCP. */
+function dhcpGuestConfig(
+  device: string,
+  args: string[],
+  o: { env?: string[]; dhcpTimeoutMs?: number } = {},
+): GuestConfig {
+  return {
+    version: 1,
+    hostname: "gd-box",
+    rootfs: { kind: "block", device, fstype: "ext4" },
+    process: { args, env: o.env ?? ["PATH=/bin"], cwd: "/", uid: 0, gid: 0, terminal: false },
+    networks: [{ mac: MAC, dhcp: true, addrs: [], defaultRoute: true }],
+    dhcpTimeoutMs: o.dhcpTimeoutMs ?? 10_000,
+  };
+}
 
 /** Two netns joined by a veth pair; udhcpd on the server side unless `server` is false. */
 async function withDhcp(
@@ -164,34 +174,16 @@ Deno.test("guest dhcp: the client gets, renews and releases a lease from udhcpd"
 });
 
 Deno.test("guest dhcp: the init configures address, MTU, default route, resolv.conf from DHCP and renews", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "guest-dhcp-root-" });
-  let rootfs: LoopRootfs | undefined;
-  try {
-    rootfs = await makeLoopRootfs(dir);
-    const device = rootfs.device;
+  await withLoopRootfs("guest-dhcp-root-", async ({ device }) => {
     await withDhcp("init", true, async (ns, dhcpDir, stopServer) => {
       const r = await runGuest({
-        prefix: ["ip", "netns", "exec", ns, "unshare", "-m", "-u"],
-        config: {
-          version: 1,
-          hostname: "gd-box",
-          rootfs: { kind: "block", device, fstype: "ext4" },
-          // Outlives T1 (4 s) so the background renewal runs; the address must still be there.
-          process: {
-            args: [
-              "sh",
-              "-c",
-              "ip -o -4 addr show dev gdc0; ip route; cat /etc/resolv.conf; sleep 5.5; ip -o -4 addr show dev gdc0",
-            ],
-            env: ["PATH=/bin"],
-            cwd: "/",
-            uid: 0,
-            gid: 0,
-            terminal: false,
-          },
-          networks: [{ mac: MAC, dhcp: true, addrs: [], defaultRoute: true }],
-          dhcpTimeoutMs: 10_000,
-        },
+        prefix: inNetns(ns),
+        // Outlives T1 (4 s) so the background renewal runs; the address must still be there.
+        config: dhcpGuestConfig(device, [
+          "sh",
+          "-c",
+          "ip -o -4 addr show dev gdc0; ip route; cat /etc/resolv.conf; sleep 5.5; ip -o -4 addr show dev gdc0",
+        ]),
       });
       assert.equal(r.code, 0, r.stderr);
       const report = r.json<GuestNetworkReport>(MsgType.NETWORK)!;
@@ -219,29 +211,15 @@ Deno.test("guest dhcp: the init configures address, MTU, default route, resolv.c
         `init sent RELEASE on shutdown:\n${leases}`,
       );
     });
-  } finally {
-    await rootfs?.detach();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("guest dhcp: no server within dhcpTimeoutMs is the dhcp_timeout error, not a success", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "guest-dhcp-root-" });
-  let rootfs: LoopRootfs | undefined;
-  try {
-    rootfs = await makeLoopRootfs(dir);
-    const device = rootfs.device;
+  await withLoopRootfs("guest-dhcp-root-", async ({ device }) => {
     await withDhcp("none", false, async (ns) => {
       const r = await runGuest({
-        prefix: ["ip", "netns", "exec", ns, "unshare", "-m", "-u"],
-        config: {
-          version: 1,
-          hostname: "gd-box",
-          rootfs: { kind: "block", device, fstype: "ext4" },
-          process: { args: ["true"], env: [], cwd: "/", uid: 0, gid: 0, terminal: false },
-          networks: [{ mac: MAC, dhcp: true, addrs: [], defaultRoute: true }],
-          dhcpTimeoutMs: 1500,
-        },
+        prefix: inNetns(ns),
+        config: dhcpGuestConfig(device, ["true"], { env: [], dhcpTimeoutMs: 1500 }),
       });
       assert.equal(r.code, GUEST_EXIT.dhcp_timeout, r.stderr);
       const e = r.json<GuestError>(MsgType.ERROR)!;
@@ -251,38 +229,17 @@ Deno.test("guest dhcp: no server within dhcpTimeoutMs is the dhcp_timeout error,
       assert.equal(r.json(MsgType.NETWORK), undefined);
       assert.equal(r.json(MsgType.STARTED), undefined);
     });
-  } finally {
-    await rootfs?.detach();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 // A DHCP server is untrusted: its option 15 ends up in the container's resolv.conf, so a value
 // that is not a domain name is dropped (and said in a LOG line), never written there.
 Deno.test("guest dhcp: a domain that is not a domain name from udhcpd is dropped and logged", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "guest-dhcp-root-" });
-  let rootfs: LoopRootfs | undefined;
-  try {
-    rootfs = await makeLoopRootfs(dir);
-    const device = rootfs.device;
+  await withLoopRootfs("guest-dhcp-root-", async ({ device }) => {
     await withDhcp("evil", true, async (ns) => {
       const r = await runGuest({
-        prefix: ["ip", "netns", "exec", ns, "unshare", "-m", "-u"],
-        config: {
-          version: 1,
-          hostname: "gd-box",
-          rootfs: { kind: "block", device, fstype: "ext4" },
-          process: {
-            args: ["cat", "/etc/resolv.conf"],
-            env: ["PATH=/bin"],
-            cwd: "/",
-            uid: 0,
-            gid: 0,
-            terminal: false,
-          },
-          networks: [{ mac: MAC, dhcp: true, addrs: [], defaultRoute: true }],
-          dhcpTimeoutMs: 10_000,
-        },
+        prefix: inNetns(ns),
+        config: dhcpGuestConfig(device, ["cat", "/etc/resolv.conf"]),
       });
       assert.equal(r.code, 0, r.stderr);
       assert.equal(
@@ -300,8 +257,5 @@ Deno.test("guest dhcp: a domain that is not a domain name from udhcpd is dropped
         logs.join("\n"),
       );
     }, "evil_test;options");
-  } finally {
-    await rootfs?.detach();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

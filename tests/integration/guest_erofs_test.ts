@@ -7,24 +7,7 @@
 import assert from "node:assert/strict";
 import { makeNetns, makeRootfsDir, run, runGuest } from "../helpers/guest_env.ts";
 import { type GuestConfig, MsgType } from "../../lib/guest_protocol.ts";
-
-async function sha256(path: string): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await Deno.readFile(path)));
-  return [...d].map((b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function erofsImage(src: string, out: string): Promise<void> {
-  const o = await new Deno.Command("mkfs.erofs", {
-    args: [out, src],
-    stdout: "null",
-    stderr: "piped",
-  })
-    .output();
-  assert.ok(
-    o.success,
-    `mkfs.erofs (apt-get install erofs-utils): ${new TextDecoder().decode(o.stderr)}`,
-  );
-}
+import { mkfsErofs, sha256File } from "../helpers/erofs.ts";
 
 Deno.test("guest init: erofs layer devices stacked under a writable upper", async () => {
   const dir = await Deno.makeTempDir({ prefix: "guest-erofs-" });
@@ -37,9 +20,9 @@ Deno.test("guest init: erofs layer devices stacked under a writable upper", asyn
     const top = `${dir}/top`;
     await Deno.mkdir(`${top}/etc`, { recursive: true });
     await Deno.writeTextFile(`${top}/etc/who`, "top\n");
-    await erofsImage(base, `${dir}/base.erofs`);
-    await erofsImage(top, `${dir}/top.erofs`);
-    const before = [await sha256(`${dir}/base.erofs`), await sha256(`${dir}/top.erofs`)];
+    await mkfsErofs(base, `${dir}/base.erofs`);
+    await mkfsErofs(top, `${dir}/top.erofs`);
+    const before = [await sha256File(`${dir}/base.erofs`), await sha256File(`${dir}/top.erofs`)];
     for (const img of ["top.erofs", "base.erofs"]) {
       loops.push(
         (await run("losetup", ["--find", "--show", "--read-only", `${dir}/${img}`])).trim(),
@@ -71,7 +54,10 @@ Deno.test("guest init: erofs layer devices stacked under a writable upper", asyn
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdoutOf(), "top\nfrom-base\nnew\n");
     assert.equal(r.json(MsgType.ERROR), undefined);
-    assert.deepEqual([await sha256(`${dir}/base.erofs`), await sha256(`${dir}/top.erofs`)], before);
+    assert.deepEqual(
+      [await sha256File(`${dir}/base.erofs`), await sha256File(`${dir}/top.erofs`)],
+      before,
+    );
   } finally {
     for (const l of loops) await run("losetup", ["-d", l]).catch(() => {});
     await ns.remove();

@@ -6,13 +6,15 @@
  */
 import assert from "node:assert/strict";
 import {
+  addVeth,
   encodeFrame,
   encodeJsonFrame,
+  inNetns,
   type LoopRootfs,
-  makeLoopRootfs,
   makeNetns,
   run,
   runGuest,
+  withLoopRootfs,
 } from "../helpers/guest_env.ts";
 import {
   GUEST_EXIT,
@@ -52,39 +54,21 @@ async function withEnv(
   name: string,
   fn: (ns: string, rootfs: LoopRootfs) => Promise<void>,
 ): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "guest-init-env-" });
-  const ns = await makeNetns(`gi-${name}`);
-  let rootfs: LoopRootfs | undefined;
-  try {
-    rootfs = await makeLoopRootfs(dir);
-    await run("ip", [
-      "-n",
-      ns.name,
-      "link",
-      "add",
-      "gi0",
-      "address",
-      MAC,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "gi1",
-    ]);
-    await fn(ns.name, rootfs);
-  } finally {
-    await ns.remove();
-    await rootfs?.detach();
-    await Deno.remove(dir, { recursive: true });
-  }
+  await withLoopRootfs("guest-init-env-", async (rootfs) => {
+    const ns = await makeNetns(`gi-${name}`);
+    try {
+      await addVeth(ns.name, "gi0", MAC, "gi1");
+      await fn(ns.name, rootfs);
+    } finally {
+      await ns.remove();
+    }
+  });
 }
-
-const inNs = (ns: string) => ["ip", "netns", "exec", ns, "unshare", "-m", "-u"];
 
 Deno.test("guest init: static network, overlay rootfs, /etc files, output and exit status", async () => {
   await withEnv("static", async (ns, rootfs) => {
     const r = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(
         rootfs,
         proc([
@@ -115,7 +99,7 @@ Deno.test("guest init: static network, overlay rootfs, /etc files, output and ex
     );
     assert.equal(err.join(""), "err\n");
     const user = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(
         rootfs,
         proc(["sh", "-c", "id -u; id -g; touch /tmp/mine && echo tmp-ok"], {
@@ -137,22 +121,9 @@ Deno.test("guest init: static network, overlay rootfs, /etc files, output and ex
 
 Deno.test("guest init: two networks, only the first carries the default route; MTU, IPv6, flags", async () => {
   await withEnv("two", async (ns, rootfs) => {
-    await run("ip", [
-      "-n",
-      ns,
-      "link",
-      "add",
-      "gj0",
-      "address",
-      MAC2,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "gj1",
-    ]);
+    await addVeth(ns, "gj0", MAC2, "gj1");
     const r = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(rootfs, proc(["true"]), {
         networks: [
           {
@@ -193,25 +164,12 @@ Deno.test("guest init: two networks, only the first carries the default route; M
 
 Deno.test("guest init: ctr networks rename and re-MAC their NICs (up ones too), names passing between them", async () => {
   await withEnv("ctr", async (ns, rootfs) => {
-    await run("ip", [
-      "-n",
-      ns,
-      "link",
-      "add",
-      "gj0",
-      "address",
-      MAC2,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "gj1",
-    ]);
+    await addVeth(ns, "gj0", MAC2, "gj1");
     // gi0 already up: it must be set down for the rename; the peers up: carrier on.
     for (const l of ["gi0", "gi1", "gj1"]) await run("ip", ["-n", ns, "link", "set", l, "up"]);
     const newMac = "02:aa:bb:cc:dd:01";
     const r = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(rootfs, proc(["true"]), {
         networks: [
           {
@@ -270,7 +228,7 @@ Deno.test("guest init: exit codes 0 and 1, signals 9 and 15 via SIGNAL frames, i
   await withEnv("sig", async (ns, rootfs) => {
     const plain = async (
       args: string[],
-    ) => (await runGuest({ prefix: inNs(ns), config: config(rootfs, proc(args)) }));
+    ) => (await runGuest({ prefix: inNetns(ns), config: config(rootfs, proc(args)) }));
     const ok = await plain(["true"]);
     assert.equal(ok.code, 0, ok.stderr);
     assert.deepEqual(ok.json(MsgType.EXIT), { code: 0 });
@@ -279,7 +237,7 @@ Deno.test("guest init: exit codes 0 and 1, signals 9 and 15 via SIGNAL frames, i
     assert.deepEqual(one.json(MsgType.EXIT), { code: 1 });
     for (const signo of [9, 15]) {
       const r = await runGuest({
-        prefix: inNs(ns),
+        prefix: inNetns(ns),
         config: config(rootfs, proc(["sleep", "30"])),
         onFrame: async (f, send) => {
           if (f.type === MsgType.STARTED && f.proc === 0) {
@@ -291,7 +249,7 @@ Deno.test("guest init: exit codes 0 and 1, signals 9 and 15 via SIGNAL frames, i
       assert.deepEqual(r.json(MsgType.EXIT), { code: 128 + signo });
     }
     const fwd = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(rootfs, proc(["sleep", "30"])),
       onFrame: (f, _send, pid) => {
         if (f.type === MsgType.STARTED) Deno.kill(pid, "SIGTERM"); // ip netns exec/unshare exec: pid is init's
@@ -305,7 +263,7 @@ Deno.test("guest init: exit codes 0 and 1, signals 9 and 15 via SIGNAL frames, i
 Deno.test("guest init: stdin, terminal mode, EXEC frames, zombie reaping", async () => {
   await withEnv("io", async (ns, rootfs) => {
     const cat = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(rootfs, proc(["cat"])),
       onFrame: async (f, send) => {
         if (f.type === MsgType.STARTED) {
@@ -318,7 +276,7 @@ Deno.test("guest init: stdin, terminal mode, EXEC frames, zombie reaping", async
     assert.equal(cat.stdoutOf(), "hello stdin\n");
 
     const tty = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(
         rootfs,
         proc(["sh", "-c", "test -t 0 && test -t 1 && echo is-a-tty; tty"], { terminal: true }),
@@ -329,7 +287,7 @@ Deno.test("guest init: stdin, terminal mode, EXEC frames, zombie reaping", async
 
     let zombiesSeen: number[] | undefined;
     const ex = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       // The inner sh exits at once, orphaning a short sleep that re-parents to init.
       config: config(rootfs, proc(["sh", "-c", "sh -c 'sleep 0.2 &'; read line; echo got $line"])),
       onFrame: async (f, send, pid) => {
@@ -367,7 +325,7 @@ Deno.test("guest init: stdin, terminal mode, EXEC frames, zombie reaping", async
 Deno.test("guest init: setup failures are distinct errors (config, exec 127/126, mac_not_found)", async () => {
   await withEnv("fail", async (ns, rootfs) => {
     const missing = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(rootfs, proc(["/bin/nope"])),
     });
     assert.equal(missing.code, 127);
@@ -375,7 +333,7 @@ Deno.test("guest init: setup failures are distinct errors (config, exec 127/126,
     assert.match(missing.stderr, /ERROR exec: exec: "\/bin\/nope": no such file/);
 
     const noexec = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(rootfs, proc(["/bin/noexec"])),
     });
     assert.equal(noexec.code, 126);
@@ -386,7 +344,7 @@ Deno.test("guest init: setup failures are distinct errors (config, exec 127/126,
     });
 
     const nomac = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(rootfs, proc(["true"]), {
         networks: [{
           mac: "52:54:00:00:00:ee",
@@ -404,7 +362,7 @@ Deno.test("guest init: setup failures are distinct errors (config, exec 127/126,
     assert.equal(nomac.json(MsgType.STARTED), undefined);
 
     const bad = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: { ...config(rootfs, proc(["true"])), dhcpTimeoutMs: -5 },
     });
     assert.equal(bad.code, GUEST_EXIT.config);
@@ -414,7 +372,7 @@ Deno.test("guest init: setup failures are distinct errors (config, exec 127/126,
     );
 
     const badRoot = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: {
         ...config(rootfs, proc(["true"])),
         rootfs: { kind: "block", device: "/dev/gi-missing", fstype: "ext4" },
@@ -428,7 +386,7 @@ Deno.test("guest init: setup failures are distinct errors (config, exec 127/126,
 Deno.test("guest init: dev mode --config FILE needs no CONFIG frame", async () => {
   await withEnv("cfgfile", async (ns, rootfs) => {
     const r = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       configFile: true,
       config: config(rootfs, proc(["sh", "-c", "hostname; exit 9"])),
     });
@@ -495,7 +453,7 @@ Deno.test("guest init: terminal mode has a controlling tty (session, job control
       { waitFor: /size=\d+ \d+=/, send: line("exit 7") },
     ]);
     const r = await runGuest({
-      prefix: inNs(ns),
+      prefix: inNetns(ns),
       config: config(rootfs, proc(["sh"], { terminal: true, env: ["PATH=/bin", "PS1=$ "] })),
       onFrame: script.onFrame,
       timeoutMs: 60_000,

@@ -5,29 +5,19 @@
  * guest/resolv.ts mergeDns → resolvConf) with server messages a hostile DHCP server would send.
  */
 import { deepEqual, equal, match, ok, throws } from "node:assert/strict";
-import { decodeDhcp, DhcpType, encodeDhcp, leaseOf, Opt } from "../../guest/dhcp.ts";
+import { decodeDhcp, DhcpType, leaseOf, Opt } from "../../guest/dhcp.ts";
 import { mergeDns, resolvConf } from "../../guest/resolv.ts";
+import { serverReply } from "../helpers/dhcp_reply.ts";
 
 function ack(domain: Uint8Array, dns = Uint8Array.of(10, 0, 2, 3)) {
-  const options = new Map<number, Uint8Array>([
+  return decodeDhcp(serverReply([
     [Opt.MSG_TYPE, Uint8Array.of(DhcpType.ACK)],
     [Opt.SUBNET, Uint8Array.of(255, 255, 255, 0)],
     [Opt.ROUTER, Uint8Array.of(10, 0, 2, 2)],
     [Opt.DNS, dns],
     [Opt.DOMAIN, domain],
     [Opt.SERVER_ID, Uint8Array.of(10, 0, 2, 2)],
-  ]);
-  return decodeDhcp(encodeDhcp({
-    op: 2,
-    xid: 1,
-    secs: 0,
-    broadcast: false,
-    ciaddr: new Uint8Array(4),
-    yiaddr: Uint8Array.of(10, 0, 2, 15),
-    siaddr: Uint8Array.of(10, 0, 2, 2),
-    chaddr: new Uint8Array(16),
-    options,
-  }));
+  ]));
 }
 
 function resolvFrom(domain: string): string {

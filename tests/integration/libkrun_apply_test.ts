@@ -3,7 +3,7 @@
  * bad combination (a port map after a NIC) caught by libkrun and reported per call.
  */
 import assert from "node:assert/strict";
-import { KrunError } from "../../ffi/libkrun.ts";
+import { KrunError } from "../../ffi/libkrun_errors.ts";
 import { loadLibkrun } from "../../lib/vm/libkrun_locate.ts";
 import { closeFd, unixSocketPair } from "../../lib/vm/libkrun.ts";
 import { applyCalls, type KrunCall, libkrunCalls } from "../../lib/vm/libkrun_calls.ts";

@@ -4,14 +4,13 @@
  * logger) the wrapper refuses before they reach libkrun. Process-ending cases run in subprocesses.
  */
 import assert from "node:assert/strict";
+import type { Libkrun } from "../../ffi/libkrun.ts";
+import { KrunArgumentError, KrunError } from "../../ffi/libkrun_errors.ts";
 import {
-  KrunArgumentError,
-  KrunError,
-  type Libkrun,
   NET_ALL_FEATURES,
   NET_FLAG_INCLUDE_VNET_HEADER,
   NET_FLAG_VFKIT,
-} from "../../ffi/libkrun.ts";
+} from "../../ffi/libkrun_symbols.ts";
 import {
   LIBKRUNFW_SONAME,
   LibkrunNotFoundError,

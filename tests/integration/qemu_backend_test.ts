@@ -14,20 +14,10 @@ import { checkSocketPath } from "../../lib/spec/socket_path.ts";
 import { validateNetnsPath } from "../../lib/net/netns.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { makeTestNetns } from "../helpers/netns.ts";
+import { qemuTestPlan } from "../helpers/qemu_plan.ts";
 
 function plan(rootfs: string, stateDir: string, network: VmPlan["network"]): VmPlan {
-  return {
-    id: "nbxq-backend",
-    backend: "qemu",
-    cpus: 1,
-    memoryMiB: 256,
-    rootfs,
-    hostname: "nbxq",
-    process: { args: ["/bin/true"], env: [], cwd: "/", uid: 0, gid: 0, terminal: false },
-    network,
-    stateDir,
-    accel: "tcg",
-  };
+  return qemuTestPlan({ id: "nbxq-backend", rootfs, stateDir, args: ["/bin/true"], network });
 }
 
 const nullStdio = () => ({

@@ -6,8 +6,9 @@
 import assert from "node:assert/strict";
 import { startVm } from "../../lib/vm/launch.ts";
 import { GuestExecError } from "../../lib/vm/guest_error.ts";
-import type { VmHandle, VmPlan, VmProcess } from "../../lib/vm/types.ts";
+import type { VmHandle, VmProcess } from "../../lib/vm/types.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
+import { qemuTestPlan } from "../helpers/qemu_plan.ts";
 
 const enc = new TextEncoder();
 
@@ -56,25 +57,14 @@ async function run(
 Deno.test("qemu: exec into a running guest — output, status, stdin, missing binary, signal, tty", async () => {
   const rootfs = await makeBusyboxRootfs();
   const stateDir = `/run/nbxq-exec-${crypto.randomUUID().slice(0, 8)}`;
-  const plan: VmPlan = {
+  const plan = qemuTestPlan({
     id: "nbxq-exec",
-    backend: "qemu",
-    cpus: 1,
-    memoryMiB: 256,
     rootfs,
-    hostname: "nbxq-exec",
-    process: {
-      args: ["/bin/sleep", "600"],
-      env: ["PATH=/bin"],
-      cwd: "/",
-      uid: 0,
-      gid: 0,
-      terminal: false,
-    },
-    network: { kind: "nics", nics: [] },
     stateDir,
-    accel: "tcg",
-  };
+    args: ["/bin/sleep", "600"],
+    env: ["PATH=/bin"],
+    hostname: "nbxq-exec",
+  });
   const initOut = sink();
   let vm: VmHandle | undefined;
   try {

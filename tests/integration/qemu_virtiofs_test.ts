@@ -9,27 +9,10 @@ import { startQemuVm } from "../../lib/vm/qemu.ts";
 import type { VmPlan } from "../../lib/vm/types.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { listProcesses } from "../helpers/procs.ts";
+import { qemuTestPlan } from "../helpers/qemu_plan.ts";
 
 function plan(rootfs: string, stateDir: string, script: string): VmPlan {
-  return {
-    id: "nbxq-vfs",
-    backend: "qemu",
-    cpus: 1,
-    memoryMiB: 256,
-    rootfs,
-    hostname: "nbxq",
-    process: {
-      args: ["/bin/sh", "-c", script],
-      env: [],
-      cwd: "/",
-      uid: 0,
-      gid: 0,
-      terminal: false,
-    },
-    network: { kind: "nics", nics: [] },
-    stateDir,
-    accel: "tcg",
-  };
+  return qemuTestPlan({ id: "nbxq-vfs", rootfs, stateDir, args: ["/bin/sh", "-c", script] });
 }
 
 function collect() {

@@ -6,12 +6,12 @@
  * carries traffic (passt answers the new MAC). Without a NIC the ctr network is refused.
  */
 import assert from "node:assert/strict";
-import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { makeTestNetns } from "../helpers/netns.ts";
 import { lineWatcher } from "../helpers/qemu_vm.ts";
 import { nerdbox, processesMatching } from "../helpers/nerdbox_cli.ts";
 import { startPasst } from "../../lib/net/passt.ts";
 import { RUN_STATE_ROOT } from "../../lib/cli/run.ts";
+import { writeBundle } from "../helpers/bundle.ts";
 
 const P = "io.containerd.nerdbox.";
 const HTTP_PEER = new URL("../helpers/qemu_http_peer.ts", import.meta.url).pathname;
@@ -25,17 +25,13 @@ async function withBundle(
   const bundle = await Deno.makeTempDir({ prefix: "nb-ctrnet-" });
   const id = `nb-ctrnet-${crypto.randomUUID().slice(0, 8)}`;
   try {
-    await makeBusyboxRootfs(`${bundle}/rootfs`);
-    await Deno.writeTextFile(
-      `${bundle}/config.json`,
-      JSON.stringify({
-        ociVersion: "1.0.2",
-        root: { path: "rootfs" },
-        process: { args: ["/bin/sh", "-c", script], cwd: "/", env: ["PATH=/bin:/sbin"] },
-        hostname: "ctrnet",
-        annotations,
-      }),
-    );
+    await writeBundle(bundle, {
+      args: ["/bin/sh", "-c", script],
+      env: ["PATH=/bin:/sbin"],
+      hostname: "ctrnet",
+      annotations,
+      rootfs: "busybox",
+    });
     await fn(bundle, id);
   } finally {
     await Deno.remove(bundle, { recursive: true });

@@ -11,6 +11,7 @@ import { RUN_STATE_ROOT } from "../../lib/cli/run.ts";
 import { NERDBOX, nerdbox, processesMatching, runArgv } from "../helpers/nerdbox_cli.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { guestKvm as kvm } from "../helpers/kvm_guests.ts";
+import { runCommand } from "../helpers/procs.ts";
 
 const NET0 =
   "socket=/run/nb-krun-start/a.sock,mode=unixstream,mac=5a:94:ef:e4:0c:ee,addr=192.168.127.2/24";
@@ -157,18 +158,11 @@ Deno.test("nerdbox vmm: a bad request is 125 with a nerdbox vmm: line", async ()
     const missing = await nerdbox(["vmm", `${dir}/nope.json`]);
     assert.equal(missing.code, 125);
     assert.match(missing.stderr, /^nerdbox vmm: cannot read the request/m);
-    const viaStdin = new Deno.Command(NERDBOX, {
-      args: ["vmm", "-"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const w = viaStdin.stdin.getWriter();
-    await w.write(new TextEncoder().encode("not json"));
-    await w.close();
-    const out = await viaStdin.output();
+    const out = await runCommand(NERDBOX, ["vmm", "-"], {
+      stdin: new TextEncoder().encode("not json"),
+    });
     assert.equal(out.code, 125);
-    assert.match(new TextDecoder().decode(out.stderr), /^nerdbox vmm: cannot read the request: /m);
+    assert.match(out.stderr, /^nerdbox vmm: cannot read the request: /m);
     const help = await new Deno.Command(NERDBOX, { args: ["vmm", "--help"], stdout: "piped" })
       .output();
     assert.equal(help.code, 0);

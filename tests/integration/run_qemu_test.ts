@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
 import { NERDBOX, nerdbox, processesMatching, runArgv } from "../helpers/nerdbox_cli.ts";
 import { RUN_STATE_ROOT } from "../../lib/cli/run.ts";
+import { runCommandText } from "../helpers/procs.ts";
 
 /** Runs fn with a busybox rootfs and a unique sandbox id; checks nothing is left behind. */
 async function withRootfs(fn: (rootfs: string, id: string) => Promise<void>): Promise<void> {
@@ -42,22 +43,17 @@ Deno.test("run --backend qemu: the workload's stdout, stderr and exit status", (
 
 Deno.test("run --backend qemu -i: stdin reaches the workload, EOF included", () =>
   withRootfs(async (rootfs, id) => {
-    const child = new Deno.Command(NERDBOX, {
-      args: runArgv(rootfs, ["/bin/sh", "-c", "tr a-z A-Z; echo done"], {
+    const out = await runCommandText(
+      NERDBOX,
+      runArgv(rootfs, ["/bin/sh", "-c", "tr a-z A-Z; echo done"], {
         name: id,
         backend: "qemu",
         flags: ["-i"],
       }),
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode("piped input\n"));
-    await w.close();
-    const out = await child.output();
-    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-    assert.equal(new TextDecoder().decode(out.stdout), "PIPED INPUT\ndone\n");
+      { stdin: new TextEncoder().encode("piped input\n") },
+    );
+    assert.equal(out.code, 0, out.stderr);
+    assert.equal(out.stdout, "PIPED INPUT\ndone\n");
   }));
 
 Deno.test("run --backend qemu: SIGTERM to nerdbox run is delivered to the workload", () =>

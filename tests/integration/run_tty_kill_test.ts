@@ -6,28 +6,12 @@
  */
 import { doesNotMatch, equal, ok } from "node:assert/strict";
 import { NERDBOX, runArgv } from "../helpers/nerdbox_cli.ts";
-import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
-import {
-  type Aspect,
-  assertNothingLeft,
-  nerdboxProcesses,
-  takeHostSnapshot,
-} from "../helpers/host_snapshot.ts";
+import { nerdboxProcesses, withScopedRun } from "../helpers/host_snapshot.ts";
 import { assertSessionLeader, underScript } from "../helpers/tty.ts";
 
-const ASPECTS: Aspect[] = ["processes", "runFiles", "mounts"];
-
-async function withRun(fn: (rootfs: string, id: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "nbx-ttykill-" });
-  const id = `nbx-ttykill-${crypto.randomUUID().slice(0, 8)}`;
-  const before = await takeHostSnapshot({ aspects: ASPECTS });
-  try {
-    await makeBusyboxRootfs(`${dir}/rootfs`);
-    await fn(`${dir}/rootfs`, id);
-  } finally {
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-    await assertNothingLeft(before, { aspects: ASPECTS, only: new RegExp(id) }, 15_000);
-  }
+/** A rootfs and a unique id; afterwards nothing of the id may remain on the host. */
+function withRun(fn: (rootfs: string, id: string) => Promise<void>): Promise<void> {
+  return withScopedRun("nbx-ttykill", fn);
 }
 
 Deno.test("run -t: the workload leads a session with the pty as its controlling tty", async () => {

@@ -5,7 +5,6 @@
  */
 import { equal, match, ok } from "node:assert/strict";
 import { IMAGE, importBusyboxImage, RUNTIME, startContainerd } from "../helpers/containerd.ts";
-import { exists } from "../../lib/fs.ts";
 import {
   assertNoLeftovers,
   checkRunOutput,
@@ -15,74 +14,11 @@ import {
   tasks,
   waitStopped,
 } from "../helpers/shim_exec_env.ts";
-import { waitFor } from "../helpers/wait.ts";
 import { underScript } from "../helpers/tty.ts";
+import { startPasst } from "../helpers/providers.ts";
+import { runCommandText } from "../helpers/procs.ts";
 
 const R = ["--runtime", RUNTIME];
-
-interface NetFixture {
-  socket: string;
-  cleanup(): Promise<void>;
-}
-
-/** passt serving a stream socket from inside a fresh netns with a veth default route. */
-async function startPasstInNetns(dir: string): Promise<NetFixture> {
-  const ns = `nbshim${Deno.pid}`;
-  const ip = async (...args: string[]) => {
-    const o = await new Deno.Command("ip", { args, stdout: "null", stderr: "piped" }).output();
-    if (!o.success) throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(o.stderr)}`);
-  };
-  await ip("netns", "add", ns);
-  let passt: Deno.ChildProcess | undefined;
-  const socket = `${dir}/passt.sock`;
-  const cleanup = async () => {
-    try {
-      passt?.kill("SIGKILL");
-      await passt?.status;
-    } catch { /* gone */ }
-    await ip("netns", "del", ns).catch(() => {});
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
-  try {
-    const inNs = (...a: string[]) => ip("netns", "exec", ns, "ip", ...a);
-    await inNs("link", "set", "lo", "up");
-    await inNs("link", "add", "v0", "type", "veth", "peer", "name", "v1");
-    await inNs("addr", "add", "192.168.77.2/24", "dev", "v0");
-    await inNs("link", "set", "v0", "up");
-    await inNs("link", "set", "v1", "up");
-    await inNs("route", "add", "default", "via", "192.168.77.1", "dev", "v0");
-    await Deno.mkdir(dir, { recursive: true });
-    await Deno.chmod(dir, 0o1777);
-    passt = new Deno.Command("ip", {
-      args: [
-        "netns",
-        "exec",
-        ns,
-        "passt",
-        "-f",
-        "-q",
-        "-4",
-        "-1",
-        "-s",
-        socket,
-        "--no-dhcp-dns",
-        "--no-dhcp-search",
-      ],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    await waitFor(
-      "the passt socket",
-      async () => (await exists(socket)) ? true : undefined,
-      10_000,
-    );
-    return { socket, cleanup };
-  } catch (e) {
-    await cleanup();
-    throw e;
-  }
-}
 
 Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => {
   const ctd = await startContainerd();
@@ -96,29 +32,20 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
     await t.step(
       "stdin flows in (CloseIO at EOF); all of a large output precedes Wait",
       async () => {
-        const child = new Deno.Command("ctr", {
-          args: [
-            "-a",
-            ctd.address,
-            "run",
-            "--rm",
-            ...R,
-            IMAGE,
-            "io1",
-            "sh",
-            "-c",
-            "cat; yes abcdefghij | head -n 30000",
-          ],
-          stdin: "piped",
-          stdout: "piped",
-          stderr: "piped",
-        }).spawn();
-        const w = child.stdin.getWriter();
-        await w.write(new TextEncoder().encode("data from the host\n"));
-        await w.close();
-        const out = await child.output();
-        const stdout = new TextDecoder().decode(out.stdout);
-        equal(out.code, 0, new TextDecoder().decode(out.stderr));
+        const out = await runCommandText("ctr", [
+          "-a",
+          ctd.address,
+          "run",
+          "--rm",
+          ...R,
+          IMAGE,
+          "io1",
+          "sh",
+          "-c",
+          "cat; yes abcdefghij | head -n 30000",
+        ], { stdin: new TextEncoder().encode("data from the host\n") });
+        const stdout = out.stdout;
+        equal(out.code, 0, out.stderr);
         ok(stdout.startsWith("data from the host\nabcdefghij\n"), stdout.slice(0, 100));
         equal(stdout.length, "data from the host\n".length + 11 * 30000);
         await assertNoLeftovers(ctd, ["io1"]);
@@ -158,7 +85,7 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
     });
 
     await t.step("a network annotation configures the guest (passt in a netns)", async () => {
-      const net = await startPasstInNetns(`/run/${ctd.name}/net`);
+      const net = await startPasst("nbshim", ["--no-dhcp-dns", "--no-dhcp-search"]);
       try {
         const mac = "5a:94:ef:e4:0c:ee";
         const r = await ctd.ctr(
@@ -181,7 +108,7 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
         match(r.stdout, /inet 192\.168\.77\.2\/24/);
         match(r.stdout, /default via 192\.168\.77\.1/);
       } finally {
-        await net.cleanup();
+        await net.close();
       }
       await assertNoLeftovers(ctd, ["net1"]);
     });
@@ -260,10 +187,7 @@ Deno.test("ctr runs busybox in nerdbox microVMs through the shim", async (t) => 
       ok(!/"exit_status":0[,}]/.test(m1) && /"exit_status":\d+/.test(m1), m1);
     });
   } finally {
-    try {
-      events.kill("SIGKILL");
-    } catch { /* done */ }
-    await events.status;
+    await events.close();
     await ctd.stop();
   }
 });

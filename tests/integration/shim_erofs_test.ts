@@ -13,20 +13,15 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import { create } from "@bufbuild/protobuf";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
-import { TaskService } from "../../lib/shim/task_service.ts";
-import { EventPublisher } from "../../lib/shim/events.ts";
 import { isMounted } from "../../lib/shim/mounts.ts";
 import * as pb from "../../lib/shim/proto/gen/containerd/shim_pb.ts";
-import { startVm } from "../../lib/vm/launch.ts";
+import { mkfsErofs, sha256File } from "../helpers/erofs.ts";
+import { writeBundle } from "../helpers/bundle.ts";
+import { localTaskService, taskServiceDir } from "../helpers/task_service.ts";
 
 async function run(cmd: string, args: string[]): Promise<void> {
   const o = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
   ok(o.success, `${cmd} ${args.join(" ")}: ${new TextDecoder().decode(o.stderr)}`);
-}
-
-async function sha256(path: string): Promise<string> {
-  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", await Deno.readFile(path)));
-  return [...d].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 const SCRIPT = [
@@ -39,21 +34,9 @@ const SCRIPT = [
 ].join("; ");
 
 Deno.test("shim + QEMU: containerd 2.2 erofs layers as read-only block devices, tmpfs upper", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "nbx-shim-erofs-" });
-  await Deno.chmod(dir, 0o711);
-  // The VM's private passt runs as nobody: the run dir must be searchable (as the daemon's is).
-  await Deno.mkdir(`${dir}/run`, { mode: 0o711 });
-  await Deno.chmod(`${dir}/run`, 0o711);
+  const dir = await taskServiceDir("nbx-shim-erofs-");
   const bundle = `${dir}/bundle`;
-  const svc = new TaskService({
-    namespace: "erofs-test",
-    runDir: `${dir}/run`,
-    events: new EventPublisher("", "erofs-test", () => {}),
-    log: () => {},
-    launcher: () => Promise.resolve(startVm),
-    resolveBackend: () => Promise.resolve("qemu"),
-    onShutdown: () => {},
-  });
+  const svc = localTaskService("erofs-test", `${dir}/run`, true);
   const id = "erofs-two-layers";
   try {
     // Base layer: a busybox rootfs; top layer: an override, a new file and a whiteout.
@@ -67,23 +50,14 @@ Deno.test("shim + QEMU: containerd 2.2 erofs layers as read-only block devices, 
     await Deno.writeTextFile(`${top}/top-only`, "from-top\n");
     await run("mknod", [`${top}/etc/gone`, "c", "0", "0"]); // overlayfs whiteout
     const layers = [`${dir}/top.erofs`, `${dir}/base.erofs`];
-    await run("mkfs.erofs", [layers[0], top]);
-    await run("mkfs.erofs", [layers[1], base]);
-    const before = await Promise.all(layers.map(sha256));
+    await mkfsErofs(top, layers[0]);
+    await mkfsErofs(base, layers[1]);
+    const before = await Promise.all(layers.map(sha256File));
     const snap = `${dir}/snapshots/9`;
     await Deno.mkdir(`${snap}/fs`, { recursive: true });
     await Deno.mkdir(`${snap}/work`, { recursive: true });
 
-    await Deno.mkdir(`${bundle}/rootfs`, { recursive: true });
-    await Deno.writeTextFile(
-      `${bundle}/config.json`,
-      JSON.stringify({
-        ociVersion: "1.0.2",
-        root: { path: "rootfs" },
-        process: { args: ["sh", "-c", SCRIPT], cwd: "/", env: ["PATH=/bin:/sbin:/usr/bin"] },
-        hostname: "erofs-box",
-      }),
-    );
+    await writeBundle(bundle, { args: ["sh", "-c", SCRIPT], hostname: "erofs-box" });
     // The stand-in for containerd 2.2 (erofs snapshotter, directory mode, mount manager told
     // `mkdir/*,format/*,erofs` by -info): what CreateTaskRequest.rootfs carries.
     const rootfs = [
@@ -142,7 +116,7 @@ Deno.test("shim + QEMU: containerd 2.2 erofs layers as read-only block devices, 
     ], out);
 
     await svc.delete(create(pb.DeleteRequestSchema, { id }));
-    deepEqual(await Promise.all(layers.map(sha256)), before, "the layer images are unchanged");
+    deepEqual(await Promise.all(layers.map(sha256File)), before, "the layer images are unchanged");
     deepEqual(
       await Array.fromAsync(Deno.readDir(`${snap}/fs`)),
       [],

@@ -153,10 +153,7 @@ Deno.test("ctr task exec runs extra processes in a nerdbox microVM", async (t) =
       match(es ?? "", /"exit_status":143/);
     });
   } finally {
-    try {
-      events.kill("SIGKILL");
-    } catch { /* done */ }
-    await events.status;
+    await events.close();
     await Deno.remove(log).catch(() => {});
     await ctd.stop();
   }

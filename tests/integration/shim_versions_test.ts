@@ -161,10 +161,7 @@ async function shimSubset(line: ContainerdLine, t: Deno.TestContext): Promise<vo
       );
     });
   } finally {
-    try {
-      events.kill("SIGKILL");
-    } catch { /* done */ }
-    await events.status;
+    await events.close();
     await ctd.stop();
   }
 }

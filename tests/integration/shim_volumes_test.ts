@@ -17,6 +17,8 @@ import {
 } from "../helpers/containerd.ts";
 import { socketPath } from "../../lib/shim/address.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
+import { processesWith } from "../helpers/procs.ts";
+import { assertSettlesEmpty } from "../helpers/wait.ts";
 
 const R = ["--runtime", RUNTIME];
 
@@ -24,19 +26,6 @@ const R = ["--runtime", RUNTIME];
 async function hostMountsWith(needle: string): Promise<string[]> {
   const text = await Deno.readTextFile("/proc/self/mountinfo");
   return text.split("\n").filter((l) => l.includes(needle));
-}
-
-/** Processes whose command line contains `needle`. */
-async function processesWith(needle: string): Promise<string[]> {
-  const found: string[] = [];
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name) || Number(e.name) === Deno.pid) continue;
-    try {
-      const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
-      if (cmd.includes(needle)) found.push(`${e.name}: ${cmd}`);
-    } catch { /* gone */ }
-  }
-  return found;
 }
 
 /** Polls until no mount of `src`, no VM process, no run dir and no bundle is left; asserts it. */
@@ -61,13 +50,7 @@ async function assertNothingLeft(
     }
     return p;
   };
-  const deadline = Date.now() + 15_000;
-  let left = await problems();
-  while (left.length > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 200));
-    left = await problems();
-  }
-  deepEqual(left, [], `leftovers:\n${left.join("\n")}`);
+  await assertSettlesEmpty(problems);
 }
 
 Deno.test("host bind mounts reach the guest (ctr run --mount)", async (t) => {

@@ -9,9 +9,9 @@ import { deepEqual, equal, ok } from "node:assert/strict";
 import { create, toBinary } from "@bufbuild/protobuf";
 import * as pb from "../../lib/shim/proto/gen/containerd/shim_pb.ts";
 import { Code, TtrpcClient, TtrpcError, TtrpcServer } from "../../lib/shim/ttrpc.ts";
-import { TASK_SERVICE, TaskService } from "../../lib/shim/task_service.ts";
-import { EventPublisher } from "../../lib/shim/events.ts";
+import { TASK_SERVICE } from "../../lib/shim/task_service.ts";
 import { Rng } from "../fuzz/harness.ts";
+import { localTaskService } from "../helpers/task_service.ts";
 
 const SOAK = Deno.env.get("NERDBOX_SOAK") === "1";
 const ECHO = "nerdbox.test.v1.Echo";
@@ -38,15 +38,7 @@ async function withServer(fn: (path: string) => Promise<void>) {
   const server = new TtrpcServer();
   const errors: unknown[] = [];
   server.onError = (e) => errors.push(e);
-  new TaskService({
-    namespace: "soak",
-    runDir: `${dir}/run`,
-    events: new EventPublisher("", "soak", () => {}),
-    log: () => {},
-    launcher: () => Promise.reject(new Error("soak: no VM may start")),
-    resolveBackend: () => Promise.resolve("qemu"),
-    onShutdown: () => {},
-  }).register(server);
+  localTaskService("soak", `${dir}/run`).register(server);
   // Echo: "<delayMs>:<text>" → "<text>" after the delay (answers out of order).
   server.register(ECHO, "Echo", async (payload) => {
     const s = dec.decode(payload);

@@ -5,7 +5,7 @@
  * file gives none.
  */
 import { deepEqual, ok } from "node:assert/strict";
-import { netnsPids } from "../../lib/net/cni_session.ts";
+import { netnsPids } from "../../lib/net/netns_pids.ts";
 
 function sleeper(args: string[]): Deno.ChildProcess {
   return new Deno.Command(args[0], { args: args.slice(1), stdout: "null", stderr: "null" }).spawn();

@@ -24,20 +24,11 @@ import { SpecValidationError } from "../../lib/spec/types.ts";
 import { findErofsLayers, takeRootfs } from "../../lib/shim/erofs_rootfs.ts";
 import { isMounted, type RootfsMount, VM_MOUNT_TYPES } from "../../lib/shim/mounts.ts";
 import { Code, TtrpcError } from "../../lib/shim/ttrpc.ts";
-import { TaskService } from "../../lib/shim/task_service.ts";
-import { EventPublisher } from "../../lib/shim/events.ts";
 import * as pb from "../../lib/shim/proto/gen/containerd/shim_pb.ts";
 import { ALLOW_MOUNTS_ANNOTATION, runtimeInfo } from "../../lib/shim/runtime_info.ts";
-
-async function mkfsErofs(src: string, out: string): Promise<void> {
-  const o = await new Deno.Command("mkfs.erofs", {
-    args: [out, src],
-    stdout: "null",
-    stderr: "piped",
-  })
-    .output();
-  ok(o.success, `mkfs.erofs (apt-get install erofs-utils): ${new TextDecoder().decode(o.stderr)}`);
-}
+import { mkfsErofs } from "../helpers/erofs.ts";
+import { writeBundle } from "../helpers/bundle.ts";
+import { localTaskService } from "../helpers/task_service.ts";
 
 /** A temp dir with two erofs blobs (top, base) and a file that is not erofs. */
 async function fixture() {
@@ -230,24 +221,8 @@ Deno.test("shim: 2.2 and 2.1 forms become plan layers with no host mount; bad on
 Deno.test("shim Create: a missing layer is INVALID_ARGUMENT naming the field; nothing left", async () => {
   const dir = await fixture();
   const bundle = `${dir}/bundle`;
-  await Deno.mkdir(`${bundle}/rootfs`, { recursive: true });
-  await Deno.writeTextFile(
-    `${bundle}/config.json`,
-    JSON.stringify({
-      ociVersion: "1.0.2",
-      root: { path: "rootfs" },
-      process: { args: ["/bin/true"], cwd: "/", env: [] },
-    }),
-  );
-  const svc = new TaskService({
-    namespace: "t",
-    runDir: `${dir}/run`,
-    events: new EventPublisher("", "t", () => {}),
-    log: () => {},
-    launcher: () => Promise.reject(new Error("no VM may start")),
-    resolveBackend: () => Promise.resolve("qemu"),
-    onShutdown: () => {},
-  });
+  await writeBundle(bundle, { args: ["/bin/true"], env: [] });
+  const svc = localTaskService("t", `${dir}/run`);
   try {
     const req = create(pb.CreateTaskRequestSchema, {
       id: "erofs-bad",

@@ -19,23 +19,10 @@ import {
 import { ensureGuestImage, GUEST_SHARED_SOURCES, stage1Script } from "../../lib/vm/guest_image.ts";
 import { makeExt4Image } from "../../lib/vm/rootfs_image.ts";
 import { makeBusyboxRootfs } from "../helpers/rootfs.ts";
+import { runCommandText } from "../helpers/procs.ts";
 
-async function run(cmd: string, args: string[], cwd?: string, stdin?: Uint8Array) {
-  const child = new Deno.Command(cmd, {
-    args,
-    cwd,
-    stdin: stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (stdin) {
-    const w = child.stdin.getWriter();
-    await w.write(stdin);
-    await w.close();
-  }
-  const out = await child.output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+function run(cmd: string, args: string[], cwd?: string, stdin?: Uint8Array) {
+  return runCommandText(cmd, args, { cwd, stdin });
 }
 
 Deno.test("cpio newc archive is read back by GNU cpio with names, modes, links and data", async () => {

@@ -6,14 +6,13 @@
 import { deepEqual, equal, ok } from "node:assert/strict";
 import {
   createRunStateDir,
-  isAlive,
   parseRunRecord,
-  procRef,
   RUN_RECORD_FILE,
   runProcesses,
   sweepDeadRuns,
   writeRunRecord,
 } from "../../lib/vm/run_state.ts";
+import { isAlive, procRef } from "../../lib/proc.ts";
 import { deadProcRef } from "../helpers/procs.ts";
 
 const deadRef = deadProcRef;

@@ -14,6 +14,7 @@ import { groupOf, socketPath } from "../../lib/shim/address.ts";
 import { FlagError, parseShimFlags } from "../../lib/shim/flags.ts";
 import { runDirFor } from "../../lib/shim/rundir.ts";
 import { TtrpcClient } from "../../lib/shim/ttrpc.ts";
+import { listProcesses, runCommand } from "../helpers/procs.ts";
 
 const REPO = new URL("../../", import.meta.url).pathname;
 const SHIM = `${REPO}bin/containerd-shim-nerdbox-v1`;
@@ -95,22 +96,8 @@ Deno.test("socket path: sha256 of address/ns/group under /run/containerd/s, ≤1
   equal(groupOf({ "io.kubernetes.cri.sandbox-id": "pod1" }), "pod1");
 });
 
-async function shim(args: string[], cwd: string, stdin?: Uint8Array) {
-  const child = new Deno.Command(SHIM, {
-    args,
-    cwd,
-    stdin: stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { TTRPC_ADDRESS: "" },
-  }).spawn();
-  if (stdin) {
-    const w = child.stdin.getWriter();
-    await w.write(stdin);
-    await w.close();
-  }
-  const out = await child.output();
-  return { code: out.code, stdout: out.stdout, stderr: new TextDecoder().decode(out.stderr) };
+function shim(args: string[], cwd: string, stdin?: Uint8Array) {
+  return runCommand(SHIM, args, { cwd, stdin, env: { TTRPC_ADDRESS: "" } });
 }
 
 async function fdTarget(pid: number, fd: number): Promise<string> {
@@ -118,14 +105,8 @@ async function fdTarget(pid: number, fd: number): Promise<string> {
 }
 
 async function daemonPid(socket: string): Promise<number | undefined> {
-  for await (const e of Deno.readDir("/proc")) {
-    if (!/^\d+$/.test(e.name)) continue;
-    try {
-      const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).split("\0");
-      if (cmd.includes("serve") && cmd.includes(socket)) return Number(e.name);
-    } catch { /* gone */ }
-  }
-  return undefined;
+  return (await listProcesses()).find((p) => p.argv.includes("serve") && p.argv.includes(socket))
+    ?.pid;
 }
 
 Deno.test("start prints only the address, detaches one daemon per group; delete; Shutdown", async () => {

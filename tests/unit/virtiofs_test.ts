@@ -11,7 +11,8 @@ import {
   virtiofsQemuArgs,
 } from "../../lib/vm/virtiofs.ts";
 import { qemuArgv } from "../../lib/vm/qemu_argv.ts";
-import { procRef, sweepDeadRuns, writeRunRecord } from "../../lib/vm/run_state.ts";
+import { sweepDeadRuns, writeRunRecord } from "../../lib/vm/run_state.ts";
+import { procRef } from "../../lib/proc.ts";
 import { shareBlocker } from "../../lib/vm/qemu_rootfs.ts";
 
 function alive(pid: number): boolean {
