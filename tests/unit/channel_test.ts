@@ -17,7 +17,7 @@ import { GuestChannel } from "../../lib/vm/channel.ts";
 import { GuestQueryError } from "../../lib/vm/channel_queries.ts";
 import { guestErrorExit } from "../../lib/vm/guest_error.ts";
 import { buildGuestConfig } from "../../lib/vm/guest_config.ts";
-import type { VmPlan } from "../../lib/vm/types.ts";
+import type { VmExit, VmPlan, VmStdio } from "../../lib/vm/types.ts";
 import { parseMac } from "../../lib/spec/mac.ts";
 import { checkSocketPath } from "../../lib/spec/socket_path.ts";
 
@@ -107,6 +107,21 @@ function collector() {
   };
 }
 
+/** `ch.run` of the test plan, its output into fresh collectors unless `stdio` names streams. */
+function startRun(ch: GuestChannel, stdio: Partial<VmStdio> = {}): Promise<VmExit> {
+  return ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
+    stdout: collector().stream,
+    stderr: collector().stream,
+    ...stdio,
+  });
+}
+
+/** The guest's side of the start: HELLO sent, then CONFIG and STDIN_EOF (no stdin) read back. */
+async function guestHello(guest: Deno.Conn): Promise<void> {
+  await guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION }));
+  await readFrames(guest, 2);
+}
+
 Deno.test("buildGuestConfig maps the plan's process and NICs", () => {
   const cfg = buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" });
   assert.equal(cfg.version, GUEST_PROTOCOL_VERSION);
@@ -157,12 +172,8 @@ Deno.test("run: signals are sent as SIGNAL frames; ERROR maps to the distinct st
   const p = await pair();
   try {
     const ch = new GuestChannel(p.host);
-    const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
-      stdout: collector().stream,
-      stderr: collector().stream,
-    });
-    await p.guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION }));
-    await readFrames(p.guest, 2); // CONFIG, STDIN_EOF (no stdin given)
+    const done = startRun(ch);
+    await guestHello(p.guest);
     await ch.sendSignal(15);
     const [sig] = await readFrames(p.guest, 1);
     assert.equal(sig.type, MsgType.SIGNAL);
@@ -181,10 +192,7 @@ Deno.test("run: the stream ending before EXIT is a 125 channel error; a wrong ve
   const p = await pair();
   try {
     const ch = new GuestChannel(p.host);
-    const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
-      stdout: collector().stream,
-      stderr: collector().stream,
-    });
+    const done = startRun(ch);
     p.guest.close();
     const r = await done;
     assert.equal(r.code, 125);
@@ -197,10 +205,7 @@ Deno.test("run: the stream ending before EXIT is a 125 channel error; a wrong ve
   const q = await pair();
   try {
     const ch = new GuestChannel(q.host);
-    const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
-      stdout: collector().stream,
-      stderr: collector().stream,
-    });
+    const done = startRun(ch);
     await q.guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: 999 }));
     const r = await done;
     assert.equal(r.code, 125);
@@ -217,10 +222,7 @@ async function session(opts: { outputLimit?: number } = {}) {
   const ch = new GuestChannel(p.host, opts);
   const out = collector();
   const err = collector();
-  const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
-    stdout: out.stream,
-    stderr: err.stream,
-  });
+  const done = startRun(ch, { stdout: out.stream, stderr: err.stream });
   await p.guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION }));
   const first = await readFrames(p.guest, 2);
   assert.deepEqual(first.map((f) => f.type), [MsgType.CONFIG, MsgType.STDIN_EOF]);
@@ -386,10 +388,7 @@ Deno.test("exec: a request made before HELLO waits for CONFIG; one after the str
   try {
     const ch = new GuestChannel(p.host);
     const early = ch.exec(EXEC_PROC, { stdout: collector().stream, stderr: collector().stream });
-    const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
-      stdout: collector().stream,
-      stderr: collector().stream,
-    });
+    const done = startRun(ch);
     await p.guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION }));
     const frames = await readFrames(p.guest, 3);
     assert.equal(frames[0].type, MsgType.CONFIG, "CONFIG stays the first host→guest frame");
@@ -427,12 +426,8 @@ Deno.test("query: stats and listening answered by REPLY; an error reply rejects;
     const ch = new GuestChannel(p.host);
     const out = collector();
     const err = collector();
-    const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
-      stdout: out.stream,
-      stderr: err.stream,
-    });
-    await p.guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION }));
-    await readFrames(p.guest, 2); // CONFIG, STDIN_EOF
+    const done = startRun(ch, { stdout: out.stream, stderr: err.stream });
+    await guestHello(p.guest);
     const stats = ch.stats("web");
     const listening = ch.listening();
     const bad = ch.stats("nosuch");
@@ -469,12 +464,8 @@ Deno.test("query: update and pids carry their payloads; a guest reason becomes G
   const p = await pair();
   try {
     const ch = new GuestChannel(p.host);
-    const done = ch.run(buildGuestConfig(PLAN, { kind: "virtiofs", tag: "rootfs" }), {
-      stdout: collector().stream,
-      stderr: collector().stream,
-    });
-    await p.guest.write(encodeJsonFrame(MsgType.HELLO, 0, { version: GUEST_PROTOCOL_VERSION }));
-    await readFrames(p.guest, 2); // CONFIG, STDIN_EOF
+    const done = startRun(ch);
+    await guestHello(p.guest);
     const updated = ch.update({ memory: { limit: 1 << 26 } }, "web");
     const pids = ch.pids("web");
     const missing = ch.update({ pids: { limit: 5 } }, "nosuch");
