@@ -28,7 +28,7 @@ import {
   type Running,
   startProcess,
 } from "./workload.ts";
-import { type CrunExec, prepareCrunRun } from "./oci_runtime.ts";
+import { type CrunExec, crunFailure, prepareCrunRun } from "./oci_runtime.ts";
 import { bindVolumes, mountVolumeShare } from "./volumes.ts";
 import { parseExecTarget, PodContainers } from "./pod_containers.ts";
 import {
@@ -173,6 +173,11 @@ async function startExec(f: Frame): Promise<void> {
     await channel!.sendJson(MsgType.STARTED, f.proc, { pid: r.pid });
     const code = await r.done;
     const oomKilled = target.container !== undefined && oomKills?.killed(code) === true;
+    const failed = target.container && code !== 0 && pod!.crunFailure(target.container.id);
+    if (failed) {
+      log(`exec ${f.proc}: crun: ${failed}`);
+      await channel!.sendJson(MsgType.ERROR, f.proc, { kind: "exec", message: `crun: ${failed}` });
+    }
     if (target.container) pod!.release(target.container.id);
     procs.delete(f.proc);
     await channel!.sendJson(MsgType.EXIT, f.proc, { code, ...(oomKilled ? { oomKilled } : {}) });
@@ -394,6 +399,9 @@ async function main(): Promise<never> {
   const oomKilled = oomKills?.killed(code) === true;
   procs.delete(0);
   stopReaper();
+  // crun could not create the container (its process never ran): say why, not just the status.
+  const failed = oci && code !== 0 && crunFailure(oci.root, OCI_ID);
+  if (failed) return fail("exec", `crun: ${failed}`, code);
   await channel.sendJson(MsgType.EXIT, 0, { code, ...(oomKilled ? { oomKilled } : {}) })
     .catch(() => {});
   return finish(code);

@@ -9,6 +9,7 @@ import { GUEST_CRUN_LIB_DIR, GUEST_CRUN_PATH, type GuestProcess } from "../lib/g
 import { ExecError } from "./workload.ts";
 import { isShareSource } from "./volumes.ts";
 import { CONTAINERS_CGROUP } from "./cgroup_stats.ts";
+import { kernelFilesystems } from "./kernel_filesystems.ts";
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
@@ -48,6 +49,8 @@ export const CRUN_SPEC_VERSION = "1.1.0";
 export interface SpecAdjustments {
   /** Destinations of bind mounts dropped because their host source is not in the guest. */
   droppedMounts: string[];
+  /** `destination (type)` of mounts dropped because the guest's kernel lacks their filesystem. */
+  unsupportedMounts: string[];
   /**
    * `net.*` sysctls taken out of the spec: the container shares the VM's network namespace (the
    * pod's), where init applies them (applyNetSysctls); crun refuses them without a netns of its own.
@@ -55,26 +58,36 @@ export interface SpecAdjustments {
   netSysctls: Record<string, string>;
 }
 
+/** What guestSpec knows about the guest it prepares a spec for. */
+export interface GuestSpecOptions {
+  /** The pod sandbox's `/proc/<pid>/ns` in the guest (its shared namespaces are joined). */
+  sandboxNs?: string;
+  /** The guest kernel's filesystem types (kernel_filesystems.ts); unknown: all are kept. */
+  filesystems?: ReadonlySet<string>;
+}
+
 /**
  * The spec crun runs in the guest, from the host's `spec`: root at the guest's mounted `root`,
  * no terminal (init owns stdio), the VM's network namespace shared (no network entry), namespace
  * paths dropped (host paths mean nothing in the guest), no hooks or host security labels, bind
  * mounts kept only from the VM's volume share (guest/volumes.ts; otherwise init writes
- * resolv.conf/hostname/hosts), the cgroup at `<CONTAINERS_CGROUP>/<id>`. With `sandboxNs` (the pod sandbox's
- * `/proc/<pid>/ns` in the guest), a POD_SHARED_NAMESPACES entry that had a host path joins the
- * sandbox's namespace of that type instead.
+ * resolv.conf/hostname/hosts), the cgroup at `<CONTAINERS_CGROUP>/<id>`. With `sandboxNs`, a
+ * POD_SHARED_NAMESPACES entry that had a host path joins the sandbox's namespace of that type
+ * instead. With `filesystems`, mounts of a type the guest's kernel lacks are left out (crun would
+ * fail the whole container on them).
  */
 export function guestSpec(
   spec: Obj,
   root: string,
   id: string,
-  sandboxNs?: string,
+  { sandboxNs, filesystems }: GuestSpecOptions = {},
 ): { spec: Obj; adjusted: SpecAdjustments } {
   const out: Obj = structuredClone(spec);
   if (typeof out.ociVersion === "string" && /^1\.([2-9]|\d{2,})\./.test(out.ociVersion)) {
     out.ociVersion = CRUN_SPEC_VERSION;
   }
   const dropped: string[] = [];
+  const unsupported: string[] = [];
   const rootIn = isObj(spec.root) ? spec.root : {};
   out.root = { path: root, readonly: rootIn.readonly === true };
   const proc: Obj = isObj(out.process) ? out.process : {};
@@ -97,6 +110,10 @@ export function guestSpec(
       if (INIT_OWNED_FILES.has(dest)) return false;
       if (bind || !GUEST_MOUNT_TYPES.has(type)) {
         dropped.push(dest);
+        return false;
+      }
+      if (filesystems && !filesystems.has(type)) {
+        unsupported.push(`${dest} (${type})`);
         return false;
       }
       return true;
@@ -124,7 +141,10 @@ export function guestSpec(
   delete linux.mountLabel;
   linux.cgroupsPath = `${CONTAINERS_CGROUP}/${id}`;
   out.linux = linux;
-  return { spec: out, adjusted: { droppedMounts: dropped, netSysctls } };
+  return {
+    spec: out,
+    adjusted: { droppedMounts: dropped, unsupportedMounts: unsupported, netSysctls },
+  };
 }
 
 const SYSCTL_KEY_RE = /^net(\.[A-Za-z0-9_-]+)+$/;
@@ -221,10 +241,20 @@ export function prepareCrunRun(
   sandboxNs?: string,
 ): GuestProcess {
   if (!ID_RE.test(id)) throw new ExecError(127, `exec: container id ${JSON.stringify(id)}`);
-  const { spec: s, adjusted } = guestSpec(spec, root, id, sandboxNs);
+  const { spec: s, adjusted } = guestSpec(spec, root, id, {
+    sandboxNs,
+    filesystems: kernelFilesystems(),
+  });
   if (adjusted.droppedMounts.length > 0) {
     log(
       `crun: mounts not in the VM's volume share, left out: ${adjusted.droppedMounts.join(", ")}`,
+    );
+  }
+  if (adjusted.unsupportedMounts.length > 0) {
+    log(
+      `crun: mounts this guest kernel cannot make, left out: ${
+        adjusted.unsupportedMounts.join(", ")
+      }`,
     );
   }
   applyNetSysctls(adjusted.netSysctls);
@@ -236,6 +266,8 @@ export function prepareCrunRun(
     args: [
       crun.program,
       ...crunGlobalArgs(),
+      `--log=file:${crunLogFile(root, id)}`,
+      "--log-format=json",
       "run",
       ...(rootIsInitramfs() ? ["--no-pivot"] : []),
       "--bundle",
@@ -248,6 +280,35 @@ export function prepareCrunRun(
     gid: 0,
     terminal,
   };
+}
+
+/** Where `crun run` of container `id` writes its own messages (JSON lines), in its bundle. */
+function crunLogFile(root: string, id: string): string {
+  return `${bundleDirFor(root, id)}/crun-log.json`;
+}
+
+/**
+ * The errors crun logged while running container `id` (`; `-joined), or undefined: crun failed to
+ * create the container rather than the container's process ending. A CRI sandbox's stdio is
+ * discarded, so without this the host would only see the VM end.
+ */
+export function crunFailure(root: string, id: string): string | undefined {
+  let text: string;
+  try {
+    text = Deno.readTextFileSync(crunLogFile(root, id));
+  } catch {
+    return undefined;
+  }
+  const errors: string[] = [];
+  for (const line of text.split("\n")) {
+    try {
+      const entry = JSON.parse(line);
+      if (isObj(entry) && entry.level === "error" && typeof entry.msg === "string") {
+        errors.push(entry.msg);
+      }
+    } catch { /* a partial line */ }
+  }
+  return errors.length > 0 ? errors.join("; ") : undefined;
 }
 
 /**

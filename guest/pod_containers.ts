@@ -11,6 +11,7 @@ import {
   CRUN_STATE_DIR,
   crunCommand,
   type CrunExec,
+  crunFailure,
   crunGlobalArgs,
   prepareCrunExec,
   prepareCrunRun,
@@ -162,6 +163,12 @@ export class PodContainers {
     } catch (err) {
       this.log(`container: /etc files: ${err}`);
     }
+  }
+
+  /** crun's errors from running container `id` (oci_runtime.ts crunFailure), before release. */
+  crunFailure(id: string): string | undefined {
+    const ctr = this.#containers.get(id);
+    return ctr ? crunFailure(ctr.root, id) : undefined;
   }
 
   /** Whether container `id` is one of this VM's (created, not yet released). */

@@ -11,7 +11,34 @@ export interface VirtiofsMountOptions {
   readOnly?: boolean;
 }
 
-/** Mounts the virtio-fs share `tag` at `target` (which must exist); throws on failure. */
+/**
+ * Mounts the virtio-fs share `tag` at `target` (which must exist); throws on failure, naming the
+ * tags the VM does have (the kernel answers an unknown tag with a bare EINVAL).
+ */
 export function mountVirtiofs(tag: string, target: string, opts: VirtiofsMountOptions = {}): void {
-  c.mount(tag, target, "virtiofs", opts.readOnly ? c.MS.RDONLY : 0, "");
+  try {
+    c.mount(tag, target, "virtiofs", opts.readOnly ? c.MS.RDONLY : 0, "");
+  } catch (err) {
+    const tags = virtiofsTags();
+    if (tags === undefined || tags.includes(tag)) throw err;
+    const have = tags.length > 0 ? `only ${tags.map((t) => JSON.stringify(t)).join(", ")}` : "none";
+    throw new Error(
+      `${err instanceof Error ? err.message : err}; virtio-fs tags in this VM: ${have}`,
+    );
+  }
+}
+
+/** The tags of this VM's virtio-fs devices (`/sys/fs/virtiofs/<n>/tag`, Linux ≥ 6.9), if listed. */
+export function virtiofsTags(sysDir = "/sys/fs/virtiofs"): string[] | undefined {
+  try {
+    const tags: string[] = [];
+    for (const e of Deno.readDirSync(sysDir)) {
+      try {
+        tags.push(Deno.readTextFileSync(`${sysDir}/${e.name}/tag`).trim());
+      } catch { /* not a device entry */ }
+    }
+    return tags.sort();
+  } catch {
+    return undefined;
+  }
 }

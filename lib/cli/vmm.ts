@@ -70,6 +70,7 @@ export async function main(args: string[]): Promise<number> {
       guest: req.guest,
       channelFd,
       consoleLog: req.consoleLog,
+      ...(req.volumesDir !== undefined ? { volumesDir: req.volumesDir } : {}),
     });
     if (error) return fail(error.message);
     if (plan.network.kind === "tsi" && !plan.network.publishAll) {

@@ -96,10 +96,18 @@ export async function checkSources(binds: VolumeBind[]): Promise<void> {
   if (errors.length > 0) throw new SpecValidationError(errors);
 }
 
+/** Why `plan`'s VM cannot have a volume share, or undefined: libkrun serves virtio-fs itself. */
+export function volumeShareBlocker(
+  plan: Pick<VmPlan, "backend">,
+  virtiofsd?: string,
+): string | undefined {
+  return plan.backend === "qemu" ? virtiofsAvailable(virtiofsd) : undefined;
+}
+
 /**
  * Sets `plan.volumes` (and rewrites `plan.oci`) for the VM's first container: a pod sandbox always
- * gets a share (its later containers bind into it), any other container when it has binds. Only
- * QEMU with virtiofsd can share: elsewhere the binds are left out, with a warning.
+ * gets a share (its later containers bind into it), any other container when it has binds. QEMU
+ * without virtiofsd cannot share: there the binds are left out, with a warning.
  */
 export async function planVolumes(
   plan: VmPlan,
@@ -107,12 +115,10 @@ export async function planVolumes(
   id: string,
   podSandbox: boolean,
   warn: (msg: string) => void,
+  why = volumeShareBlocker(plan),
 ): Promise<void> {
   const found = specBinds(spec, id);
   const dests = found.mounts.map((m) => m.destination).join(", ");
-  const why = plan.backend !== "qemu"
-    ? `the ${plan.backend} backend does not share host paths yet, only QEMU does`
-    : virtiofsAvailable();
   if (why) {
     if (found.binds.length > 0) warn(`host bind mounts left out of the VM (${why}): ${dests}`);
     await dnsFromResolvBind(plan, found);
@@ -138,7 +144,7 @@ async function dnsFromResolvBind(plan: VmPlan, found: SpecBinds): Promise<void> 
 /**
  * Binds the host mounts of container `id` (a pod's later container) into the running pod VM's
  * share; returns the spec for crun and the release (unbind) to call when it is deleted. Without
- * a share (libkrun, no virtiofsd) the binds are left out, with a warning.
+ * a share (QEMU without virtiofsd) the binds are left out, with a warning.
  */
 export async function bindMemberVolumes(
   pod: VmHandle,

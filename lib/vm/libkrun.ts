@@ -21,6 +21,8 @@ import { bootTimeoutOverride } from "./boot_timeout.ts";
 import { VMM_REQUEST_VERSION, type VmmRequest } from "./vmm_request.ts";
 import { SUN_PATH_MAX } from "../spec/socket_path.ts";
 import { errnoText, libc } from "../../ffi/libc.ts";
+import { makeShareDir, namespaceBinder, VOLUMES_TAG } from "./volumes.ts";
+import type { VolumeShareHandle } from "./types.ts";
 
 /** How long the guest init may take to say HELLO after the VMM starts (ms). */
 export const BOOT_TIMEOUT_MS = 60_000;
@@ -138,6 +140,30 @@ export function vmmCommand(requestPath: string): { cmd: string; args: string[] }
   return { cmd: exe, args: [...self, "vmm", requestPath] };
 }
 
+/** util-linux's unshare: the VMM gets a mount namespace of its own when the VM has volumes. */
+export const UNSHARE = "/usr/bin/unshare";
+
+/**
+ * `cmd args` run in a new mount namespace that receives the host's later mounts (slave): the
+ * volume share's binds are made there only (lib/vm/volumes.ts) and vanish with the VMM.
+ */
+export function inOwnMountNamespace(c: { cmd: string; args: string[] }) {
+  return { cmd: UNSHARE, args: ["--mount", "--propagation", "slave", "--", c.cmd, ...c.args] };
+}
+
+/** Resolves once process `pid` runs in a mount namespace other than this process's. */
+async function ownMountNamespace(pid: number, status: Promise<unknown>): Promise<void> {
+  let ended = false;
+  status.then(() => (ended = true), () => (ended = true));
+  const self = await Deno.readLink("/proc/self/ns/mnt");
+  for (let i = 0; i < 500 && !ended; i++) {
+    const ns = await Deno.readLink(`/proc/${pid}/ns/mnt`).catch(() => self);
+    if (ns !== self) return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`the VMM (pid ${pid}) did not enter a mount namespace of its own`);
+}
+
 /** Last bytes of a child's output, kept for the failure message. */
 class Tail {
   #buf = "";
@@ -212,21 +238,25 @@ export async function startLibkrunVm(plan: VmPlan, stdio: VmStdio): Promise<VmHa
   await Deno.mkdir(plan.stateDir, { recursive: true, mode: 0o700 });
   let listener: Deno.UnixListener | undefined;
   let child: Deno.ChildProcess | undefined;
+  let volumes: VolumeShareHandle | undefined;
   try {
     // Fail before building anything when the library is not there.
     locateLibkrun(plan.libkrun?.path !== undefined ? { explicit: plan.libkrun.path } : {});
     const guest = await ensureGuestExec();
     listener = Deno.listen({ transport: "unix", path: paths.channel });
+    const shareDir = plan.volumes ? await makeShareDir(plan.stateDir) : undefined;
     const req: VmmRequest = {
       version: VMM_REQUEST_VERSION,
       plan,
       guest,
       channelSocket: paths.channel,
       consoleLog: paths.consoleLog,
+      ...(shareDir !== undefined ? { volumesDir: shareDir } : {}),
       parentPid: Deno.pid,
     };
     await Deno.writeTextFile(paths.request, JSON.stringify(req), { mode: 0o600 });
-    const { cmd, args } = vmmCommand(paths.request);
+    const vmm = vmmCommand(paths.request);
+    const { cmd, args } = shareDir ? inOwnMountNamespace(vmm) : vmm;
     const options: Deno.CommandOptions = {
       args,
       env: { NERDBOX_INVOKED_AS: "nerdbox" },
@@ -240,12 +270,24 @@ export async function startLibkrunVm(plan: VmPlan, stdio: VmStdio): Promise<VmHa
     } else {
       child = new Deno.Command(cmd, options).spawn();
     }
+    if (shareDir && plan.volumes) {
+      // libkrun's virtio-fs server is in the VMM: the binds go into its namespace before boot.
+      volumes = namespaceBinder(shareDir, child.pid, child.status, "the VMM");
+      await ownMountNamespace(child.pid, child.status);
+      await volumes.bind(plan.volumes.binds);
+    }
   } catch (e) {
+    if (child) {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await child.status.catch(() => {});
+    }
     listener?.close();
     await Deno.remove(plan.stateDir, { recursive: true }).catch(() => {});
     throw e;
   }
-  return new LibkrunVm(plan, stdio, child, listener);
+  return new LibkrunVm(plan, stdio, child, listener, volumes);
 }
 
 class LibkrunVm implements VmHandle {
@@ -264,8 +306,18 @@ class LibkrunVm implements VmHandle {
   /** A SIGKILL/SIGTERM that ended the VM before the workload started (lib/vm/early_kill.ts). */
   #killedEarly?: number;
 
-  constructor(plan: VmPlan, stdio: VmStdio, child: Deno.ChildProcess, listener: Deno.UnixListener) {
+  /** The VM's volume share (VmPlan.volumes): binds into the VMM's mount namespace. */
+  readonly volumes?: VolumeShareHandle;
+
+  constructor(
+    plan: VmPlan,
+    stdio: VmStdio,
+    child: Deno.ChildProcess,
+    listener: Deno.UnixListener,
+    volumes?: VolumeShareHandle,
+  ) {
     this.#plan = plan;
+    if (volumes) this.volumes = volumes;
     this.crun = plan.oci !== undefined;
     this.#child = child;
     this.#listener = listener;
@@ -303,6 +355,9 @@ class LibkrunVm implements VmHandle {
           ? layersGuestRootfs("libkrun", this.#plan.layers)
           : { kind: "virtiofs", tag: ROOTFS_TAG },
       );
+      if (this.#plan.volumes) {
+        config.volumes = { tag: VOLUMES_TAG, mounts: this.#plan.volumes.mounts };
+      }
       // A guest that never comes up must not hang the caller.
       const boot = setTimeout(() => {
         if (channel.helloSeen) return;

@@ -19,6 +19,7 @@ import {
 } from "../spec/libkrun_net.ts";
 import { vnetHdrErrors } from "./plan_network.ts";
 import type { VmPlan } from "./types.ts";
+import { VOLUMES_TAG } from "./volumes.ts";
 
 /** One libkrun call: the C function and its arguments in C order (ctx id first). */
 export type KrunCall =
@@ -80,6 +81,8 @@ export interface LibkrunSetup {
   channelFd: number;
   /** File the implicit console (guest kernel and init output) is written to. */
   consoleLog: string;
+  /** The VM's volume share directory (host bind mounts), when the plan has volumes. */
+  volumesDir?: string;
   /** Whether this libkrun accepts NET_FLAG_INCLUDE_VNET_HEADER (probed). */
   vnetHdr: boolean;
 }
@@ -104,6 +107,10 @@ export function libkrunCalls(plan: VmPlan, s: LibkrunSetup): KrunCall[] {
     });
   } else {
     calls.push({ call: "krun_add_virtiofs", args: [c, ROOTFS_TAG, plan.rootfs] });
+  }
+  // Host bind mounts: the VM's volume share, bound into the VMM's own mount namespace.
+  if (s.volumesDir !== undefined) {
+    calls.push({ call: "krun_add_virtiofs", args: [c, VOLUMES_TAG, s.volumesDir] });
   }
   const net = plan.network;
   if (net.kind === "tsi") {

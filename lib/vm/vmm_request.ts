@@ -23,6 +23,8 @@ export interface VmmRequest {
   channelSocket: string;
   /** Implicit console output file. */
   consoleLog: string;
+  /** The VM's volume share directory (VmPlan.volumes), served as virtio-fs tag `volumes`. */
+  volumesDir?: string;
   /** PID of the process that started the VMM (it dies with it). */
   parentPid: number;
 }
@@ -224,6 +226,7 @@ export function parseVmmRequest(v: unknown): VmmRequest {
     },
     channelSocket: abs(o.channelSocket, "channelSocket"),
     consoleLog: abs(o.consoleLog, "consoleLog"),
+    ...(o.volumesDir !== undefined ? { volumesDir: abs(o.volumesDir, "volumesDir") } : {}),
     parentPid: int(o.parentPid, "parentPid", 1, 0x7fff_ffff),
   };
 }

@@ -124,8 +124,7 @@ export async function startVolumeShare(
 ): Promise<VolumeShare> {
   const why = virtiofsAvailable();
   if (why) throw new Error(`volume share: ${why}`);
-  await Deno.mkdir(`${stateDir}/volumes`, { recursive: true, mode: 0o700 });
-  const dir = await Deno.realPath(`${stateDir}/volumes`);
+  const dir = await makeShareDir(stateDir);
   let share: VirtiofsShare;
   try {
     share = await startVirtiofsd({
@@ -139,12 +138,43 @@ export async function startVolumeShare(
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw err;
   }
-  const ns = ["-t", String(share.pid), "-m", "--"];
-  // Once the daemon is gone its namespace (and every bind) is too; its pid may be reused.
-  let alive = true;
-  share.exited.then(() => (alive = false), () => (alive = false));
+  const binder = namespaceBinder(dir, share.pid, share.exited, "the VM's volume share (virtiofsd)");
+  const stop = async () => {
+    await share.stop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  return { share, dir, ...binder, stop };
+}
 
-  /** Mount points at or below `path` in the daemon's namespace, deepest first. */
+/** The share directory of the VM with state dir `stateDir`. */
+function volumesDir(stateDir: string): string {
+  return `${stateDir}/volumes`;
+}
+
+/** Creates the share directory (mode 0700) and returns its real path. */
+export async function makeShareDir(stateDir: string): Promise<string> {
+  await Deno.mkdir(volumesDir(stateDir), { recursive: true, mode: 0o700 });
+  return await Deno.realPath(volumesDir(stateDir));
+}
+
+/**
+ * bind/release for the share directory `dir` served by process `pid` from a mount namespace of
+ * its own (virtiofsd's; libkrun's VMM, whose virtio-fs server is in-process): binds are made in
+ * that namespace only and vanish with it (`exited` settles when the process is gone). `what`
+ * names the server in errors.
+ */
+export function namespaceBinder(
+  dir: string,
+  pid: number,
+  exited: Promise<unknown>,
+  what: string,
+): VolumeShareHandle {
+  const ns = ["-t", String(pid), "-m", "--"];
+  // Once the server is gone its namespace (and every bind) is too; its pid may be reused.
+  let alive = true;
+  exited.then(() => (alive = false), () => (alive = false));
+
+  /** Mount points at or below `path` in the server's namespace, deepest first. */
   const pointsUnder = async (path: string): Promise<string[]> => {
     if (!alive) return [];
     const res = await run([...ns, "/bin/cat", "/proc/self/mountinfo"]);
@@ -190,8 +220,12 @@ export async function startVolumeShare(
         if (st.isDirectory) await Deno.mkdir(path, { mode: 0o755 });
         else await Deno.writeFile(path, new Uint8Array(), { createNew: true, mode: 0o644 });
         done.add(target.split("/")[0]);
-        if (!alive) throw new Error(`the VM's volume share (virtiofsd) has ended`);
-        const res = await run(bindArgs(b, path, `/proc/${share.pid}/ns/mnt`), PERL);
+        if (!alive) throw new Error(`${what} has ended`);
+        // Never into the host's own mount table.
+        if (Deno.readLinkSync(`/proc/${pid}/ns/mnt`) === Deno.readLinkSync("/proc/self/ns/mnt")) {
+          throw new Error(`${what} (pid ${pid}) has no mount namespace of its own`);
+        }
+        const res = await run(bindArgs(b, path, `/proc/${pid}/ns/mnt`), PERL);
         if (!res.ok) {
           throw new Error(`bind mount ${JSON.stringify(b.source)} into the VM: ${res.err}`);
         }
@@ -201,12 +235,7 @@ export async function startVolumeShare(
       throw err;
     }
   };
-
-  const stop = async () => {
-    await share.stop();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  };
-  return { share, dir, bind, release, stop };
+  return { bind, release };
 }
 
 /**

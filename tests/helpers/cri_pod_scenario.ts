@@ -17,11 +17,6 @@ import { waitFor } from "./wait.ts";
 export interface CriPodScenario {
   /** The pod's io.containerd.nerdbox.backend. */
   backend: "qemu" | "libkrun";
-  /**
-   * Whether hostPath volumes reach the VM (QEMU: yes; libkrun: not yet, docs/kubernetes.md
-   * "Not yet"). When false the host-side read of the volume is not asserted.
-   */
-  hostPathShared: boolean;
   /** How long a pod or container may take to come up (nested TCG is slow). */
   startMs: number;
   /** Before its containers, the pod must stay ready this long (tells a VM that ends by itself). */
@@ -217,12 +212,8 @@ async function podScenario(node: CriNode, s: CriPodScenario): Promise<void> {
   assert.notEqual(failing.code, 0, "a failing exec's status reaches crictl");
 
   // hostPath: what both containers wrote is on the host
-  if (s.hostPathShared) {
-    assert.equal(await Deno.readTextFile(`${volume}/client-got`), `page-${token}\n`);
-    assert.equal(await Deno.readTextFile(`${volume}/web-hostname`), `${hostname}\n`);
-  } else {
-    console.log(`cri_pod: ${s.backend}: hostPath volumes do not reach the VM yet; not asserted`);
-  }
+  assert.equal(await Deno.readTextFile(`${volume}/client-got`), `page-${token}\n`);
+  assert.equal(await Deno.readTextFile(`${volume}/web-hostname`), `${hostname}\n`);
 
   // attach: a line on the client's stdin comes back on its stdout
   const attach = node.spawnCrictl(["attach", "-i", client]);

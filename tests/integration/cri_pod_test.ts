@@ -13,6 +13,6 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   fn: async () => {
-    await runCriPodScenario({ backend: "qemu", hostPathShared: true, startMs: 180_000 });
+    await runCriPodScenario({ backend: "qemu", startMs: 180_000 });
   },
 });

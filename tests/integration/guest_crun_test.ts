@@ -293,6 +293,32 @@ function joinSandboxIpc(spec: Record<string, unknown>): Record<string, unknown> 
   return spec;
 }
 
+Deno.test("crun in the QEMU guest: a workload crun cannot create ends the VM with crun's error", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nb-crun-fail-" });
+  try {
+    await makeBusyboxRootfs(`${dir}/rootfs`);
+    const broken = spec();
+    (broken.mounts as Record<string, unknown>[]).push({
+      destination: "/broken",
+      type: "tmpfs",
+      source: "tmpfs",
+      options: ["size=not-a-size"],
+    });
+    const vm = await bootVm({
+      rootfs: `${dir}/rootfs`,
+      script: "unused: the OCI spec's process runs",
+      network: { kind: "tsi", ports: [] },
+      oci: broken,
+    });
+    const exit = await vm.done;
+    assert.notEqual(exit.code, 0);
+    assert.doesNotMatch(vm.stdout(), /crun-ready/);
+    assert.match(exit.error ?? "", /guest init: exec: crun: .*broken/, JSON.stringify(exit));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("crun in the QEMU guest: containers added to the VM share localhost, not their rootfs", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nb-crun-pod-" });
   try {
@@ -373,6 +399,23 @@ Deno.test("crun in the QEMU guest: containers added to the VM share localhost, n
         },
       });
       assert.deepEqual(again, { code: 0, out: "fresh\n" });
+
+      // A container crun cannot create (a mount option the kernel refuses): the exit carries
+      // crun's own error, not just its status (a CRI sandbox's stdio is discarded).
+      const broken = podSpec("echo never", "broken-box");
+      (broken.mounts as Record<string, unknown>[]).push({
+        destination: "/broken",
+        type: "tmpfs",
+        source: "tmpfs",
+        options: ["size=not-a-size"],
+      });
+      const bad = await start(vm.handle, ["sh", "-c", "echo never"], {
+        container: { id: "broken", spec: broken, rootfs: { kind: "path", path: webLower } },
+      });
+      const badExit = await bad.proc.exited;
+      assert.notEqual(badExit.code, 0);
+      assert.doesNotMatch(bad.out(), /never/);
+      assert.match(badExit.error ?? "", /exec: crun: .*broken/, JSON.stringify(badExit));
     } finally {
       await vm.handle.signal(9).catch(() => {});
       await vm.done.catch(() => {});

@@ -152,6 +152,18 @@ Deno.test("libkrun calls: read-only raw disks for the layers instead of the root
     [1, "layer1", "/s/base", 0, true],
   ]);
   ok(!calls.some((c) => c.call === "krun_add_virtiofs"));
+  // A volume share (host bind mounts) is one more virtio-fs device, tag "volumes".
+  const withShare = libkrunCalls({ ...PLAN, backend: "libkrun", layers: ["/s/top"] }, {
+    ctx: 1,
+    guest: { rootDir: "/g", path: "/init", args: [], env: [] },
+    channelFd: 3,
+    consoleLog: "/s/console.log",
+    volumesDir: "/s/volumes",
+    vnetHdr: false,
+  });
+  deepEqual(withShare.filter((c) => c.call === "krun_add_virtiofs").map((c) => c.args), [
+    [1, "volumes", "/s/volumes"],
+  ]);
 });
 
 Deno.test("shim: 2.2 and 2.1 forms become plan layers with no host mount; bad ones named", async () => {

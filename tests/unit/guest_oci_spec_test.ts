@@ -10,6 +10,7 @@ import {
   prepareCrunExec,
   rootIsInitramfs,
 } from "../../guest/oci_runtime.ts";
+import { parseFilesystems } from "../../guest/kernel_filesystems.ts";
 import { crunRuntimeFiles } from "../../lib/vm/guest_crun.ts";
 import { sharedLibs } from "../../lib/vm/guest_image.ts";
 import { ConfigError, parseConfig, parseProcess } from "../../guest/config.ts";
@@ -102,6 +103,29 @@ Deno.test("guest spec: net.* sysctls leave crun's spec for the VM's (the pod's) 
   );
 });
 
+Deno.test("guest spec: mounts of a type the guest kernel lacks are left out, named with the type", () => {
+  // libkrunfw's kernel: no POSIX message queues.
+  const filesystems = parseFilesystems("nodev\tsysfs\nnodev\ttmpfs\nnodev\tproc\n\text4\n");
+  assert.deepEqual([...filesystems].sort(), ["ext4", "proc", "sysfs", "tmpfs"]);
+  const spec = {
+    ...HOST_SPEC,
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc" },
+      { destination: "/dev/mqueue", type: "mqueue", source: "mqueue" },
+      { destination: "/dev/shm", type: "tmpfs", source: "shm" },
+    ],
+  };
+  const { spec: g, adjusted } = guestSpec(spec, "/r", "c1", { filesystems });
+  assert.deepEqual((g.mounts as { destination: string }[]).map((m) => m.destination), [
+    "/proc",
+    "/dev/shm",
+  ]);
+  assert.deepEqual(adjusted.unsupportedMounts, ["/dev/mqueue (mqueue)"]);
+  assert.deepEqual(adjusted.droppedMounts, []);
+  // Unknown kernel: every guest-made mount is kept.
+  assert.equal((guestSpec(spec, "/r", "c1").spec.mounts as unknown[]).length, 3);
+});
+
 Deno.test("guest spec: a pod's container joins the sandbox's IPC and PID namespaces it names", () => {
   const spec = {
     ...HOST_SPEC,
@@ -116,7 +140,7 @@ Deno.test("guest spec: a pod's container joins the sandbox's IPC and PID namespa
     },
   };
   const ns = (s: Record<string, unknown>) => (s.linux as Record<string, unknown>).namespaces;
-  assert.deepEqual(ns(guestSpec(spec, "/r", "c1", "/proc/9/ns").spec), [
+  assert.deepEqual(ns(guestSpec(spec, "/r", "c1", { sandboxNs: "/proc/9/ns" }).spec), [
     { type: "pid", path: "/proc/9/ns/pid" },
     { type: "ipc", path: "/proc/9/ns/ipc" },
     { type: "uts" },
@@ -130,7 +154,7 @@ Deno.test("guest spec: a pod's container joins the sandbox's IPC and PID namespa
     { type: "mount" },
   ]);
   // A namespace the host spec asks new (no path) stays new: CRI's per-container PID namespace.
-  assert.deepEqual(ns(guestSpec(HOST_SPEC, "/r", "c1", "/proc/9/ns").spec), [
+  assert.deepEqual(ns(guestSpec(HOST_SPEC, "/r", "c1", { sandboxNs: "/proc/9/ns" }).spec), [
     { type: "pid" },
     { type: "ipc", path: "/proc/9/ns/ipc" },
     { type: "mount" },

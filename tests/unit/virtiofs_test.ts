@@ -14,6 +14,7 @@ import { qemuArgv } from "../../lib/vm/qemu_argv.ts";
 import { sweepDeadRuns, writeRunRecord } from "../../lib/vm/run_state.ts";
 import { procRef } from "../../lib/proc.ts";
 import { shareBlocker } from "../../lib/vm/qemu_rootfs.ts";
+import { virtiofsTags } from "../../guest/virtiofs.ts";
 
 function alive(pid: number): boolean {
   try {
@@ -147,5 +148,19 @@ Deno.test("dead run: its virtiofsd is killed by the sweep, recorded or found by 
       } catch { /* gone */ }
     }
     await Deno.remove(root, { recursive: true }).catch(() => {});
+  }
+});
+
+Deno.test("guest: the VM's virtio-fs tags, listed when a mount names one it does not have", async () => {
+  const sys = await Deno.makeTempDir({ prefix: "nb-sysfs-" });
+  try {
+    for (const [n, tag] of [["0", "rootfs\n"], ["1", "/dev/root\n"]]) {
+      await Deno.mkdir(`${sys}/${n}`);
+      await Deno.writeTextFile(`${sys}/${n}/tag`, tag);
+    }
+    deepEqual(virtiofsTags(sys), ["/dev/root", "rootfs"]);
+    equal(virtiofsTags(`${sys}/missing`), undefined, "older kernels do not list them");
+  } finally {
+    await Deno.remove(sys, { recursive: true });
   }
 });

@@ -35,7 +35,9 @@ const NET = "socket=/run/x.sock,mode=unixgram,mac=5A:94:EF:E4:0C:EE,addr=10.0.0.
 Deno.test("a planned request round-trips through JSON unchanged", () => {
   const layered = request();
   layered.plan.layers = ["/snap/2/layer.erofs", "/snap/1/layer.erofs"];
-  for (const r of [request([], ["8080:80"]), request([NET]), layered]) {
+  // The volume share's directory travels in the request (the VMM serves it as virtio-fs).
+  const shared = { ...request(), volumesDir: "/run/nerdbox/vmm-req/volumes" };
+  for (const r of [request([], ["8080:80"]), request([NET]), layered, shared]) {
     assert.deepEqual(parseVmmRequest(JSON.parse(JSON.stringify(r))), r);
   }
 });
@@ -54,6 +56,7 @@ Deno.test("every bad field is named, with its value and what was expected", () =
   bad((r) => delete r.version, /^field version=undefined: expected 1 \(the request was written/);
   bad((r) => (r.version = 2), /^field version=2: expected 1/);
   bad((r) => (r.plan.cpus = 0), /^field plan\.cpus=0: expected an integer in 1\.\.255/);
+  bad((r) => (r.volumesDir = "volumes"), /^field volumesDir="volumes": expected an absolute path/);
   bad((r) => (r.plan.backend = "qemu"), /^field plan\.backend="qemu": expected libkrun/);
   bad(
     (r) => (r.plan.network.nics[0].mac = "01:00:00:00:00:01"),

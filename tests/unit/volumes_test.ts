@@ -6,7 +6,12 @@
  * left after stop.
  */
 import { deepEqual, equal, match, ok, rejects, throws } from "node:assert/strict";
-import { checkSources, planVolumes, specBinds } from "../../lib/shim/volumes.ts";
+import {
+  checkSources,
+  planVolumes,
+  specBinds,
+  volumeShareBlocker,
+} from "../../lib/shim/volumes.ts";
 import { bindArgs, checkShareTarget, startVolumeShare } from "../../lib/vm/volumes.ts";
 import { GUEST_VOLUMES_DIR } from "../../lib/guest_protocol.ts";
 import { parseConfig } from "../../guest/config.ts";
@@ -100,13 +105,18 @@ Deno.test("planVolumes: QEMU shares; libkrun leaves binds out with a warning; po
   await planVolumes(sandbox, { process: {} }, "p1", true, () => {});
   deepEqual(sandbox.volumes, { binds: [], mounts: [] }, "a pod sandbox always gets a share");
   equal(warnings.length, 0, warnings.join("\n"));
+  // libkrun serves the share from the VMM itself.
   const k = plan("libkrun");
   await planVolumes(k, spec, "c1", false, (m) => warnings.push(m));
-  equal(k.volumes, undefined);
-  match(
-    warnings[0],
-    /left out of the VM \(the libkrun backend does not share host paths yet, only QEMU does\): \/data/,
-  );
+  deepEqual(k.volumes, q.volumes);
+  equal(warnings.length, 0, warnings.join("\n"));
+  // QEMU without virtiofsd: left out, with a warning naming why and what.
+  const none = plan("qemu");
+  const why = volumeShareBlocker(plan("qemu"), "/nonexistent/virtiofsd");
+  match(why ?? "", /virtiofsd is missing/);
+  await planVolumes(none, spec, "c1", false, (m) => warnings.push(m), why);
+  equal(none.volumes, undefined);
+  match(warnings[0], /left out of the VM \(\/nonexistent\/virtiofsd is missing .*\): \/data/);
 });
 
 Deno.test("planVolumes without a share: CRI's resolv.conf bind becomes the VM's DNS settings", async () => {
@@ -119,22 +129,23 @@ Deno.test("planVolumes without a share: CRI's resolv.conf bind becomes the VM's 
     );
     const resolv = { destination: "/etc/resolv.conf", type: "bind", source: `${dir}/resolv.conf` };
     const spec = { process: {}, mounts: [{ ...resolv, options: ["rbind", "ro"] }] };
-    const k = plan("libkrun", spec);
-    await planVolumes(k, spec, "p1", true, () => {});
+    const noShare = "virtiofsd is missing";
+    const k = plan("qemu", spec);
+    await planVolumes(k, spec, "p1", true, () => {}, noShare);
     deepEqual(k.dns, {
       nameservers: ["10.96.0.10"],
       search: ["ns1.svc.cluster.local", "cluster.local"],
       options: ["ndots:5"],
     });
     const own = {
-      ...plan("libkrun", spec),
+      ...plan("qemu", spec),
       dns: { nameservers: ["1.1.1.1"], search: [], options: [] },
     };
-    await planVolumes(own, spec, "p1", true, () => {});
+    await planVolumes(own, spec, "p1", true, () => {}, noShare);
     deepEqual(own.dns?.nameservers, ["1.1.1.1"], "a plan's own DNS wins");
     const q = plan("qemu", spec);
     await planVolumes(q, spec, "p1", true, () => {});
-    equal(q.dns, undefined, "QEMU shares the file itself");
+    equal(q.dns, undefined, "a VM with a share gets the file itself");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

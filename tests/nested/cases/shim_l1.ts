@@ -2,7 +2,8 @@
  * libkrun e2e, the containerd shim (inside L1): a private containerd 1.6 runs
  * bin/containerd-shim-nerdbox-v1 with the libkrun backend; ctr runs, execs, kills and watches
  * events. The TSI policy through the shim: a container's listener is published only with
- * `io.containerd.nerdbox.publish`.
+ * `io.containerd.nerdbox.publish`. A `--mount type=bind` host directory is read and written in the
+ * VM (the volume share).
  */
 import assert from "node:assert/strict";
 import { libkrunTest } from "../../helpers/kvm_guests.ts";
@@ -28,13 +29,27 @@ libkrunTest("libkrun shim: ctr run, exec, kill, events, and the publish annotati
   events.stderr.cancel();
   try {
     await importBusyboxImage(ctd);
-    const r = await ctd.ctr(
-      ["run", "--rm", ...R, IMAGE, "kr1", "sh", "-c", "echo out; cat /proc/cmdline; exit 3"],
-      { timeoutMs: 300_000 },
-    );
+    // A host directory bound in (the VM's volume share, served by libkrun's virtio-fs).
+    const data = await Deno.makeTempDir({ prefix: "nb-l1-bind-" });
+    await Deno.writeTextFile(`${data}/from-host`, "host-says-hi\n");
+    const r = await ctd.ctr([
+      "run",
+      "--rm",
+      ...R,
+      "--mount",
+      `type=bind,src=${data},dst=/data,options=rbind:rw`,
+      IMAGE,
+      "kr1",
+      "sh",
+      "-c",
+      "echo out; cat /proc/cmdline; cat /data/from-host; echo guest-wrote > /data/from-guest; exit 3",
+    ], { timeoutMs: 300_000 });
     assert.equal(r.code, 3, r.stderr);
     assert.match(r.stdout, /^out$/m);
     assert.match(r.stdout, /init=\/init\.krun/, "booted by libkrun");
+    assert.match(r.stdout, /^host-says-hi$/m, "the host file, read in the VM");
+    assert.equal(await Deno.readTextFile(`${data}/from-guest`), "guest-wrote\n");
+    await Deno.remove(data, { recursive: true });
 
     // Detached, with two listeners: 9093 asked for by the annotation, 9094 not.
     const log = `/run/${ctd.name}/kr2.log`;
