@@ -17,6 +17,7 @@ import { makeExt4Image } from "./rootfs_image.ts";
 import { BUSYBOX } from "./busybox_rootfs.ts";
 import { crunRuntimeFiles, HOST_CRUN, installRuntimeFiles } from "./guest_crun.ts";
 import { exists } from "../fs.ts";
+import { fileIdentity, memoPath, pruneMemos, readMemo, writeMemo } from "./guest_image_memo.ts";
 
 /** Everything a backend needs to boot the guest. */
 export interface GuestImage {
@@ -73,6 +74,10 @@ export function guestInitEnv(): Record<string, string> {
 
 /** The repository root (this file is lib/vm/guest_image.ts). */
 const REPO_ROOT = new URL("../../", import.meta.url).pathname;
+/** The host modules that decide the image's layout (stage-1, the module list): memo inputs. */
+const BUILDER_MODULES = ["./guest_image.ts", "./kernel.ts", "./guest_crun.ts"].map((m) =>
+  new URL(m, import.meta.url).pathname
+);
 
 /** Where images are cached. */
 export function cacheDir(): string {
@@ -136,11 +141,6 @@ async function sha256Hex(data: Uint8Array | string): Promise<string> {
   const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
   const d = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
   return Array.from(new Uint8Array(d), (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-async function fileIdentity(path: string): Promise<string> {
-  const st = await Deno.stat(path);
-  return `${path}:${st.dev}:${st.ino}:${st.size}:${st.mtime?.getTime()}`;
 }
 
 /** Shared libraries of an ELF per `ldd`: `[guest path, host file]`. */
@@ -279,11 +279,23 @@ async function buildOrReuse(opts: GuestImageOptions): Promise<GuestImage> {
   const cache = opts.cacheDir ?? cacheDir();
   await Deno.mkdir(cache, { recursive: true });
   const kernel = await findHostKernel();
-  const modulePaths = await guestModules(kernel);
-  const modules = modulePaths.map(moduleName);
   // The running Deno; a `deno compile`d nerdbox is not a Deno CLI: NERDBOX_GUEST_DENO names one.
   const deno = Deno.env.get("NERDBOX_GUEST_DENO") ?? Deno.execPath();
   const sources = await guestSources(srcRoot);
+  // Unchanged inputs (by identity, this builder's own modules included): the memo's record.
+  const memo = await memoPath(cache, [
+    deno,
+    BUSYBOX,
+    HOST_CRUN,
+    kernel.bzImage,
+    `${kernel.modulesDir}/modules.dep`,
+    ...BUILDER_MODULES,
+    ...sources.map((s) => `${srcRoot}${s}`),
+  ], [`builder=${GUEST_IMAGE_BUILDER_VERSION}`, Deno.version.deno, `prewarm=${prewarmEnabled()}`]);
+  const known = memo ? await readMemo(memo) : undefined;
+  if (known) return known;
+  const modulePaths = await guestModules(kernel);
+  const modules = modulePaths.map(moduleName);
   const h: string[] = [
     `builder=${GUEST_IMAGE_BUILDER_VERSION}`,
     `deno=${await fileIdentity(deno)}:${Deno.version.deno}`,
@@ -307,7 +319,10 @@ async function buildOrReuse(opts: GuestImageOptions): Promise<GuestImage> {
     kernelRelease: kernel.release,
     hash,
   };
-  if (await exists(`${dir}/complete`)) return image;
+  if (await exists(`${dir}/complete`)) {
+    if (memo) await writeMemo(memo, image);
+    return image;
+  }
   const tmp = `${cache}/.guest-${hash}.tmp-${crypto.randomUUID()}`;
   try {
     await build(tmp, srcRoot, deno, sources, modulePaths, modules);
@@ -322,6 +337,7 @@ async function buildOrReuse(opts: GuestImageOptions): Promise<GuestImage> {
     await Deno.remove(tmp, { recursive: true }).catch(() => {});
   }
   await pruneCache(cache, `guest-${hash}`);
+  if (memo) await writeMemo(memo, image);
   return image;
 }
 
@@ -345,6 +361,7 @@ async function pruneCache(cache: string, current: string): Promise<void> {
   for (const old of images.slice(1).filter((i) => Date.now() - i.mtime > 600_000)) {
     await Deno.remove(`${cache}/${old.name}`, { recursive: true }).catch(() => {});
   }
+  await pruneMemos(cache);
 }
 
 async function build(

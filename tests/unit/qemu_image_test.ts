@@ -193,6 +193,18 @@ Deno.test("guest image is cached by content hash and rebuilt when a source chang
     ok(members.includes("run/deno/gen/file/opt/nerdbox/guest/main.ts.js"), "pre-warmed cache");
     const again = await ensureGuestImage({ sourceRoot: src, cacheDir: cache });
     equal(again.hash, a.hash);
+    // The inputs' identities name a memo of the record (no hashing when nothing changed).
+    const memos = async () => {
+      const found: string[] = [];
+      for await (const e of Deno.readDir(cache)) if (e.name.startsWith("key-")) found.push(e.name);
+      return found;
+    };
+    equal((await memos()).length, 1);
+    deepEqual(await ensureGuestImage({ sourceRoot: src, cacheDir: cache }), a);
+    // A new identity with the same content (touched): a second memo, the same image.
+    await Deno.utime(`${src}/guest/main.ts`, new Date(), new Date(Date.now() - 5000));
+    equal((await ensureGuestImage({ sourceRoot: src, cacheDir: cache })).hash, a.hash);
+    equal((await memos()).length, 2);
     await Deno.writeTextFile(`${src}/guest/main.ts`, "console.log(2);\n");
     const b = await ensureGuestImage({ sourceRoot: src, cacheDir: cache });
     ok(b.hash !== a.hash, "a changed source gives a new image");
